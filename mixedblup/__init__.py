@@ -1,16 +1,60 @@
-"""mixedblup: linear mixed models and BLUP with lme4-style formulas and pedigrees."""
+"""mixedblup: linear mixed models and BLUP.
 
+lme4-style formulas on pandas DataFrames, pedigree relationship matrices through
+their sparse inverse, and Henderson's mixed model equations.
+
+>>> import mixedblup as mb
+>>> res = mb.fit("weight ~ 0 + sex + (1|dam)", mb.datasets.load("pigs"),
+...              variances={"dam": 0.016, "residual": 0.08})
+"""
+
+from . import datasets
+from .api import fit
+from .covariance import Identity, Relationship
 from .errors import (
     ConvergenceWarning,
     CovarianceError,
+    CovarianceWarning,
     DataError,
+    DataWarning,
     EstimationError,
     FormulaError,
     MixedBlupError,
     MixedBlupWarning,
     PedigreeError,
+    PedigreeFixWarning,
+    RankDeficiencyWarning,
     RowsDroppedWarning,
+    ScaleWarning,
     SingularFitWarning,
 )
+from .formula import parse_formula
+from .pedigree import Pedigree
+from .results import MixedModelResults
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "fit",
+    "parse_formula",
+    "Pedigree",
+    "Relationship",
+    "Identity",
+    "MixedModelResults",
+    "datasets",
+    "MixedBlupError",
+    "FormulaError",
+    "DataError",
+    "PedigreeError",
+    "CovarianceError",
+    "EstimationError",
+    "MixedBlupWarning",
+    "RowsDroppedWarning",
+    "RankDeficiencyWarning",
+    "PedigreeFixWarning",
+    "SingularFitWarning",
+    "ConvergenceWarning",
+    "ScaleWarning",
+    "DataWarning",
+    "CovarianceWarning",
+]

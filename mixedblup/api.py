@@ -1,0 +1,159 @@
+"""``fit``: the one-liner, a literal composition of the stages.
+
+parse -> covariance -> design -> equations -> (objective -> optimise) -> results
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .covariance import CovarianceStructure, as_covariance
+from .design import build_design, term_names
+from .errors import CovarianceError, DataWarning, FormulaError
+from .formula import FormulaSpec, parse_formula
+from .mme import cross_products, minus_two_loglik, relative_factor, solve_mme
+from .results import MixedModelResults, build_results
+from .variances import parse_variances
+
+__all__ = ["fit", "resolve_covariances", "METHODS"]
+
+#: Likelihoods mixedblup evaluates.
+METHODS = ("REML", "ML")
+
+
+def resolve_covariances(spec: FormulaSpec, cov: Mapping[str, Any] | None) -> dict[str, CovarianceStructure]:
+    """Covariance structure of every random term, by term name.
+
+    ``cov`` maps a grouping factor (``"animal"``, ``"cask:batch"``) to a
+    :class:`~mixedblup.Pedigree`, a :class:`~mixedblup.Relationship` or ``None``;
+    it applies to every term with that grouping factor.  Terms not named get
+    :class:`~mixedblup.covariance.Identity`.
+    """
+    cov = dict(cov or {})
+    names = term_names(spec.random)
+    groups = {t.group for t in spec.random}
+    for key in cov:
+        if isinstance(key, tuple):
+            raise CovarianceError(
+                f"cov key {key!r}: covariances shared between terms are not supported yet; give one "
+                "grouping factor per key"
+            )
+        if key not in groups:
+            raise CovarianceError(
+                f"cov names {key!r}, which is not a grouping factor of the formula; the grouping "
+                f"factors are {sorted(groups)}"
+            )
+    return {name: as_covariance(cov.get(term.group), name) for name, term in zip(names, spec.random)}
+
+
+def _warn_fixed_and_random(spec: FormulaSpec) -> list[str]:
+    """B9: a factor used both as a fixed effect and as a grouping factor."""
+    fixed_tokens = set(spec.fixed.replace("(", " ").replace(")", " ").replace("+", " ")
+                       .replace(":", " ").replace("*", " ").split())
+    both = sorted({t.group for t in spec.random if len(t.factors) == 1 and t.factors[0] in fixed_tokens})
+    for name in both:
+        warnings.warn(
+            f"{name!r} appears as both a fixed effect and a grouping factor; its random-effect "
+            "variance is not identifiable and its BLUPs are confounded with the fixed effects",
+            DataWarning,
+            stacklevel=3,
+        )
+    return both
+
+
+def fit(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    cov: Mapping[str, Any] | None = None,
+    variances: Mapping[str, Any] | None = None,
+    method: str = "REML",
+    weights: str | None = None,
+    na_action: str = "drop",
+    backend: str = "auto",
+) -> MixedModelResults:
+    """Fit a linear mixed model given by an lme4-style formula.
+
+    Parameters
+    ----------
+    formula : str
+        ``"y ~ fixed + (expr | group)"``; see :func:`~mixedblup.formula.parse_formula`.
+    data : pandas.DataFrame
+        One row per observation.  Only the formula's columns are used.
+    cov : dict, optional
+        Grouping factor -> covariance of its levels: a :class:`~mixedblup.Pedigree`
+        (numerator relationship matrix through its sparse inverse), a
+        :class:`~mixedblup.Relationship` (user G or G-inverse, matched by label) or
+        ``None`` (independent levels).  Levels defined by the structure but without
+        records (ancestors) get BLUPs.
+    variances : dict, optional
+        Known variance components: term name -> variance (or ``k x k`` covariance
+        matrix for ``(x | g)``), and ``"residual"``.  The textbook BLUP path.
+    method : {"REML", "ML"}
+        Likelihood reported (and, when variances are estimated, maximised).
+    weights : str, optional
+        Column of precision weights: ``var(e_i) = sigma_e^2 / w_i``.
+    na_action : {"drop", "raise"}
+        Rows with missing values in model columns are dropped with a warning, or raise.
+    backend : {"auto", "dense", "splu", "cholmod"}
+        Factorisation back end of the equations.
+
+    Returns
+    -------
+    MixedModelResults
+
+    Examples
+    --------
+    >>> import mixedblup as mb
+    >>> pigs = mb.datasets.load("pigs")
+    >>> res = mb.fit("weight ~ 0 + sex + (1|dam)", pigs,
+    ...              variances={"dam": 0.016, "residual": 0.08})
+    >>> res.fixed_effects["estimate"].round(4).tolist()
+    [1.7195, 1.4681]
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")
+    spec = parse_formula(formula, data.columns)
+    if not spec.random:
+        raise FormulaError(
+            f"formula {formula!r} contains no random-effect terms such as (1 | group); this is not "
+            "a mixed model (use ordinary least squares, e.g. statsmodels' OLS)"
+        )
+    _warn_fixed_and_random(spec)
+    structures = resolve_covariances(spec, cov)
+    design = build_design(
+        spec, data, levels={name: s.labels for name, s in structures.items()},
+        na_action=na_action, weights=weights,
+    )
+    bound = [structures[t.name].bind(t.levels) for t in design.terms]
+    cp = cross_products(design, bound)
+    if variances is None:
+        from .estimate import estimate_variances  # REML/ML estimation stage
+
+        sigmas, residual, optimizer = estimate_variances(cp, design, method=method, backend=backend)
+        known = False
+    else:
+        sigmas, residual = parse_variances(variances, design.terms)
+        known, optimizer = True, None
+    lambdas = [relative_factor(s, residual) for s in sigmas]
+    sol = solve_mme(cp, lambdas, backend)
+    reml = method == "REML"
+    logdet_schur = None
+    if not reml:
+        c11 = sol.factor.inverse_columns(np.arange(cp.p), np.arange(cp.p))
+        logdet_schur = -float(np.linalg.slogdet(c11)[1]) if cp.p else 0.0
+    m2ll = minus_two_loglik(cp, sol, residual, reml, logdet_schur)
+    n_cov = sum(t.k * (t.k + 1) // 2 if t.term.correlated else t.k for t in design.terms) + 1
+    diagnostics = pd.DataFrame(columns=["check", "level", "message"])
+    return build_results(
+        formula=formula, method=method, variances_known=known, design=design, cp=cp,
+        solution=sol, sigmas=sigmas, residual=residual, minus_two_ll=m2ll, n_cov_params=n_cov,
+        diagnostics=diagnostics, covariance_kinds=[b.kind for b in bound], optimizer=optimizer,
+    )

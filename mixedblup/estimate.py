@@ -1,0 +1,270 @@
+"""Estimating variance components by REML or ML (profiled, derivative-based).
+
+The parameters are ``theta``: for each term the lower-triangular elements of its
+relative factor ``Lambda_t`` (``Sigma_t = sigma_e^2 Lambda_t Lambda_t'``; only the
+diagonal for ``||`` terms).  ``beta`` and ``sigma_e^2`` are profiled out, so the
+criterion is a function of ``theta`` alone (lme4's formulation), evaluated from one
+factorisation of the mixed model equations:
+
+    REML: -2 l = (n - p)(1 + log(2 pi s2)) + log|C| + sum_t k_t log|K_t| - log|W|,
+          s2 = pwrss / (n - p)
+    ML:   -2 l = n (1 + log(2 pi s2)) + log|C_zz| + sum_t k_t log|K_t| - log|W|,
+          s2 = pwrss / n
+
+Diagonal elements of ``Lambda`` are bounded below by zero.  After the optimiser
+stops, elements that are tiny are snapped to exactly zero when the criterion
+does not get worse (MixedModels.jl's rule) and reported as a singular fit.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+
+from .design import Design
+from .errors import ConvergenceWarning, EstimationError, SingularFitWarning
+from .factor import factorize
+from .mme import CrossProducts, solve_mme
+
+__all__ = ["OptSummary", "ThetaMap", "profiled_criterion", "estimate_variances"]
+
+#: Relative size below which a diagonal theta element is snapped to zero.
+SNAP_TOL = 1e-4
+#: Criterion increase tolerated by snapping.
+SNAP_FTOL = 1e-6
+
+
+@dataclass(frozen=True)
+class ThetaMap:
+    """Where each term's ``Lambda`` elements live in the parameter vector ``theta``.
+
+    Attributes
+    ----------
+    ks : tuple of int
+        Columns per term.
+    correlated : tuple of bool
+        Whether each term has off-diagonal elements.
+    lower : numpy.ndarray
+        Lower bounds (0 for diagonal elements, -inf otherwise).
+    start : numpy.ndarray
+        Default starting values (identity factors).
+    """
+
+    ks: tuple[int, ...]
+    correlated: tuple[bool, ...]
+    lower: np.ndarray
+    start: np.ndarray
+    _slices: tuple[tuple[np.ndarray, np.ndarray], ...] = field(repr=False)
+
+    @classmethod
+    def for_design(cls, design: Design) -> ThetaMap:
+        """The parameter layout of a design's random terms."""
+        slices, lower, start = [], [], []
+        for term in design.terms:
+            k = term.k
+            if term.term.correlated:
+                rows, cols = np.tril_indices(k)
+            else:
+                rows = cols = np.arange(k)
+            slices.append((rows, cols))
+            lower.extend(0.0 if r == c else -np.inf for r, c in zip(rows, cols))
+            start.extend(1.0 if r == c else 0.0 for r, c in zip(rows, cols))
+        return cls(tuple(t.k for t in design.terms), tuple(t.term.correlated for t in design.terms),
+                   np.array(lower), np.array(start), tuple(slices))
+
+    @property
+    def size(self) -> int:
+        """Number of parameters."""
+        return len(self.lower)
+
+    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
+        """``Lambda_t`` for every term."""
+        out, pos = [], 0
+        for k, (rows, cols) in zip(self.ks, self._slices):
+            lam = np.zeros((k, k))
+            lam[rows, cols] = theta[pos: pos + len(rows)]
+            out.append(lam)
+            pos += len(rows)
+        return out
+
+    def theta(self, lambdas: Sequence[np.ndarray]) -> np.ndarray:
+        """Inverse of :meth:`lambdas`."""
+        return np.concatenate([lam[rows, cols] for lam, (rows, cols) in zip(lambdas, self._slices)])
+
+    def diagonal(self) -> np.ndarray:
+        """Mask of the diagonal elements (those bounded by zero)."""
+        return np.isfinite(self.lower)
+
+    def terms_of(self) -> np.ndarray:
+        """Term index of every parameter."""
+        return np.concatenate([np.full(len(r), i) for i, (r, _) in enumerate(self._slices)])
+
+
+@dataclass(frozen=True)
+class OptSummary:
+    """One record of the optimisation: settings, outcome and history.
+
+    Attributes
+    ----------
+    method : str
+        ``"REML"`` or ``"ML"``.
+    optimizer : str
+        Name of the algorithm.
+    theta_start, theta : numpy.ndarray
+        Initial and final relative factors.
+    criterion : float
+        Final ``-2 log L`` (profiled).
+    converged : bool
+        Whether the convergence criterion was met.
+    iterations, evaluations : int
+        Optimiser iterations and criterion evaluations (factorisations).
+    gradient_norm : float
+        Max-norm of the projected gradient at the end.
+    history : tuple of float
+        Criterion after each iteration.
+    boundary : tuple of str
+        Terms with a variance (or a correlation) on the boundary.
+    message : str
+        The optimiser's own message.
+    seconds : float
+        Wall time.
+    """
+
+    method: str
+    optimizer: str
+    theta_start: np.ndarray
+    theta: np.ndarray
+    criterion: float
+    converged: bool
+    iterations: int
+    evaluations: int
+    gradient_norm: float
+    history: tuple[float, ...]
+    boundary: tuple[str, ...]
+    message: str
+    seconds: float
+
+
+def profiled_criterion(cp: CrossProducts, tmap: ThetaMap, theta: np.ndarray, reml: bool,
+                       backend: str = "auto") -> tuple[float, float]:
+    """``-2 log L`` profiled over ``beta`` and ``sigma_e^2``, and the profiled ``sigma_e^2``.
+
+    Parameters
+    ----------
+    cp : CrossProducts
+        The model's cross-products.
+    tmap : ThetaMap
+        Parameter layout.
+    theta : numpy.ndarray
+        Relative-factor parameters.
+    reml : bool
+        REML (True) or ML.
+    backend : str
+        Factorisation back end.
+    """
+    lambdas = tmap.lambdas(theta)
+    sol = solve_mme(cp, lambdas, backend)
+    n, p = cp.n, cp.p
+    dof = n - p if reml else n
+    s2 = sol.pwrss / dof
+    if not s2 > 0:
+        raise EstimationError("the model fits the data exactly (zero residual sum of squares)")
+    if reml:
+        logdet = sol.logdet_C
+    else:
+        logdet = factorize(sol.coefficient_matrix[p:, p:], sol.factor.backend).logdet() if sol.b.size else 0.0
+    value = dof * (1.0 + np.log(2 * np.pi * s2)) + logdet + sol.logdet_K - cp.log_w
+    return float(value), float(s2)
+
+
+def _snap(f, theta: np.ndarray, tmap: ThetaMap, best: float) -> tuple[np.ndarray, float]:
+    """Set tiny diagonal elements (and their rows) to zero if the criterion stays as good."""
+    diag = tmap.diagonal()
+    scale = max(1.0, np.abs(theta[diag]).max()) if diag.any() else 1.0
+    for i in np.nonzero(diag & (np.abs(theta) < SNAP_TOL * scale) & (theta != 0))[0]:
+        trial = theta.copy()
+        trial[i] = 0.0
+        value = f(trial)
+        if value <= best + SNAP_FTOL * max(1.0, abs(best)):
+            theta, best = trial, min(best, value)
+    return theta, best
+
+
+def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML",
+                       backend: str = "auto", start: np.ndarray | None = None,
+                       term_names: Sequence[str] | None = None
+                       ) -> tuple[list[np.ndarray], float, OptSummary]:
+    """Maximise the REML or ML likelihood over the variance components.
+
+    Returns
+    -------
+    (list of numpy.ndarray, float, OptSummary)
+        ``Sigma_t`` per term, ``sigma_e^2`` and the optimiser record.
+    """
+    reml = method == "REML"
+    tmap = ThetaMap.for_design(design)
+    theta0 = tmap.start.copy() if start is None else np.asarray(start, dtype=float)
+    names = list(term_names or [t.name for t in design.terms])
+    evaluations = 0
+    history: list[float] = []
+    t0 = time.perf_counter()
+
+    def f(theta: np.ndarray) -> float:
+        nonlocal evaluations
+        evaluations += 1
+        try:
+            return profiled_criterion(cp, tmap, theta, reml, backend)[0]
+        except EstimationError:
+            return np.inf
+
+    f0 = f(theta0)
+    if not np.isfinite(f0):
+        raise EstimationError(
+            "the criterion cannot be evaluated at the starting values; the model may be poorly "
+            "specified for these data or badly scaled"
+        )
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in tmap.lower]
+    out = optimize.minimize(
+        f, theta0, method="L-BFGS-B", bounds=bounds,
+        callback=lambda xk: history.append(f(xk)),
+        options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 2000, "maxls": 50},
+    )
+    theta, best = np.asarray(out.x, dtype=float), float(out.fun)
+    # polish: a derivative-free pass from the L-BFGS-B point guards against a poor
+    # finite-difference gradient near the optimum
+    polish = optimize.minimize(f, theta, method="Powell", bounds=bounds,
+                               options={"xtol": 1e-10, "ftol": 1e-15, "maxfev": 4000})
+    if polish.fun < best:
+        theta, best = np.asarray(polish.x, dtype=float), float(polish.fun)
+    theta, best = _snap(f, theta, tmap, best)
+    grad = optimize.approx_fprime(theta, f, 1e-7)
+    free = ~(tmap.diagonal() & (theta <= 0) & (grad > 0))
+    gnorm = float(np.abs(grad[free]).max()) if free.any() else 0.0
+    converged = bool(out.success or polish.success)
+    term_of = tmap.terms_of()
+    on_boundary = sorted({names[term_of[i]] for i in np.nonzero(tmap.diagonal() & (theta == 0))[0]})
+    value, s2 = profiled_criterion(cp, tmap, theta, reml, backend)
+    lambdas = tmap.lambdas(theta)
+    sigmas = [s2 * lam @ lam.T for lam in lambdas]
+    for name in on_boundary:
+        warnings.warn(
+            f"boundary (singular) fit: a variance of term {name!r} is estimated as exactly zero",
+            SingularFitWarning, stacklevel=3,
+        )
+    if not converged:
+        warnings.warn(
+            f"the optimiser did not converge ({out.message}); max |gradient| = {gnorm:.3g} after "
+            f"{evaluations} evaluations", ConvergenceWarning, stacklevel=3,
+        )
+    summary = OptSummary(
+        method=method, optimizer="L-BFGS-B + Powell polish", theta_start=theta0, theta=theta,
+        criterion=value, converged=converged, iterations=int(out.nit), evaluations=evaluations,
+        gradient_norm=gnorm, history=tuple(history), boundary=tuple(on_boundary),
+        message=str(out.message), seconds=time.perf_counter() - t0,
+    )
+    return sigmas, s2, summary

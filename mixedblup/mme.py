@@ -1,0 +1,232 @@
+"""Henderson's mixed model equations: assemble once, solve per parameter value.
+
+The equations are solved in *relative-factor* form, which works unchanged for
+known variances and for REML, and on the boundary (zero variances, singular
+covariance matrices).  For a term with coefficient covariance ``Sigma`` and level
+structure ``K`` (``var(u) = K (x) Sigma``), write ``Sigma = sigma_e^2 Lambda Lambda'``
+with ``Lambda`` ``k x r`` (``r = rank Sigma``) and ``u = (I (x) Lambda) b``.  Then
+``b ~ N(0, sigma_e^2 K (x) I_r)`` and the coefficient matrix is
+
+    C = [[X'WX,        X'WZT        ],
+         [T'Z'WX,  T'Z'WZT + K^-1 (x) I_r]]     (T = blockdiag(I (x) Lambda_t))
+
+With ``Sigma`` positive definite this is Henderson's matrix up to the similarity
+``diag(I, T)`` and the factor ``sigma_e^2``.  Its factorisation gives everything:
+``log|V| + log|X'V^-1X| = (n - p) log sigma_e^2 - log|W| + sum_t r_t log|K_t| + log|C|``
+and ``r'V^-1 r = (y'Wy - sol' rhs) / sigma_e^2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .covariance import BoundCovariance
+from .design import Design
+from .factor import Factor, factorize
+
+__all__ = ["CrossProducts", "Solution", "cross_products", "relative_factor", "solve_mme"]
+
+
+@dataclass(frozen=True)
+class CrossProducts:
+    """The data part of the equations, computed once per model.
+
+    Attributes
+    ----------
+    XtX, XtZ, ZtZ : arrays
+        ``X'WX`` (dense), ``X'WZ`` (dense ``p x q``) and ``Z'WZ`` (sparse).
+    Xty, Zty : numpy.ndarray
+        ``X'Wy`` and ``Z'Wy``.
+    yty : float
+        ``y'Wy``.
+    n, p : int
+        Observations and rank of X.
+    log_w : float
+        ``sum(log w)`` (0 without weights).
+    offsets : tuple of int
+        Start column of each term in Z.
+    covariances : tuple of BoundCovariance
+        Level structure of each term.
+    ks : tuple of int
+        Coefficients per level of each term.
+    """
+
+    XtX: np.ndarray
+    XtZ: np.ndarray
+    ZtZ: sp.csc_matrix
+    Xty: np.ndarray
+    Zty: np.ndarray
+    yty: float
+    n: int
+    p: int
+    log_w: float
+    offsets: tuple[int, ...]
+    covariances: tuple[BoundCovariance, ...]
+    ks: tuple[int, ...]
+
+
+def cross_products(design: Design, covariances: Sequence[BoundCovariance]) -> CrossProducts:
+    """Compute ``X'WX, X'WZ, Z'WZ, X'Wy, Z'Wy, y'Wy`` for a design."""
+    X, y, Z = design.X, design.y, design.Z.tocsc()
+    w = design.weights
+    Xw = X if w is None else X * w[:, None]
+    yw = y if w is None else y * w
+    Zw = Z if w is None else sp.diags(w) @ Z
+    offsets = tuple(int(o) for o in np.cumsum([0] + [t.q for t in design.terms])[:-1])
+    return CrossProducts(
+        XtX=X.T @ Xw,
+        XtZ=np.asarray((Zw.T @ X).T) if Z.shape[1] else np.zeros((X.shape[1], 0)),
+        ZtZ=sp.csc_matrix(Z.T @ Zw),
+        Xty=X.T @ yw,
+        Zty=np.asarray(Z.T @ yw).ravel(),
+        yty=float(y @ yw),
+        n=design.n,
+        p=design.p,
+        log_w=0.0 if w is None else float(np.log(w).sum()),
+        offsets=offsets,
+        covariances=tuple(covariances),
+        ks=tuple(t.k for t in design.terms),
+    )
+
+
+def relative_factor(sigma: np.ndarray, residual: float, tol: float = 1e-10) -> np.ndarray:
+    """``Lambda`` (``k x r``) with ``Lambda Lambda' = sigma / residual``, ``r = rank(sigma)``.
+
+    Lower-triangular Cholesky factor when ``sigma`` is positive definite; otherwise
+    the eigen-factor of its positive part (columns for zero eigenvalues removed).
+    """
+    rel = np.atleast_2d(np.asarray(sigma, dtype=float)) / residual
+    try:
+        return np.linalg.cholesky(rel)
+    except np.linalg.LinAlgError:
+        vals, vecs = np.linalg.eigh(rel)
+        keep = vals > tol * max(vals.max(), 0.0) if vals.max() > 0 else np.zeros(len(vals), bool)
+        return vecs[:, keep] * np.sqrt(vals[keep])
+
+
+def _transform(cp: CrossProducts, lambdas: Sequence[np.ndarray]) -> sp.csc_matrix:
+    """``T = blockdiag(I_q (x) Lambda_t)`` mapping b to u."""
+    blocks = []
+    for cov, lam in zip(cp.covariances, lambdas):
+        q = len(cov.levels)
+        blocks.append(sp.kron(sp.identity(q, format="csc"), sp.csc_matrix(lam), format="csc"))
+    if not blocks:
+        return sp.csc_matrix((0, 0))
+    return sp.block_diag(blocks, format="csc")
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The solved equations at one parameter value.
+
+    Attributes
+    ----------
+    beta : numpy.ndarray
+        BLUE of the estimable fixed effects.
+    u : numpy.ndarray
+        BLUP of all random effects (Z's column order).
+    b : numpy.ndarray
+        Solution in relative-factor coordinates.
+    T : scipy.sparse.csc_matrix
+        ``u = T b``.
+    factor : Factor
+        Factorisation of the coefficient matrix ``C`` (order ``p + dim b``).
+    logdet_C : float
+        ``log|C|``.
+    pwrss : float
+        Penalised weighted residual sum of squares ``y'Wy - sol' rhs``.
+    logdet_K : float
+        ``sum_t r_t log|K_t|``.
+    ranks : tuple of int
+        ``r_t`` of each term.
+    """
+
+    beta: np.ndarray
+    u: np.ndarray
+    b: np.ndarray
+    T: sp.csc_matrix
+    factor: Factor = field(repr=False)
+    logdet_C: float
+    pwrss: float
+    logdet_K: float
+    ranks: tuple[int, ...]
+    coefficient_matrix: sp.csc_matrix = field(repr=False)
+
+
+def coefficient_matrix(cp: CrossProducts, lambdas: Sequence[np.ndarray]) -> tuple[sp.csc_matrix, sp.csc_matrix]:
+    """The relative-factor coefficient matrix ``C`` and the transform ``T``."""
+    T = _transform(cp, lambdas)
+    p = cp.p
+    if T.shape[1] == 0:
+        return sp.csc_matrix(cp.XtX), T
+    ZtZ = T.T @ cp.ZtZ @ T
+    penalty = sp.block_diag(
+        [sp.kron(cov.precision, sp.identity(lam.shape[1]), format="csc")
+         for cov, lam in zip(cp.covariances, lambdas) if lam.shape[1] > 0],
+        format="csc",
+    )
+    XtZ = sp.csc_matrix(cp.XtZ) @ T
+    C = sp.bmat([[sp.csc_matrix(cp.XtX), XtZ], [XtZ.T, ZtZ + penalty]], format="csc")
+    if p == 0:
+        C = sp.csc_matrix(ZtZ + penalty)
+    return C, T
+
+
+def solve_mme(cp: CrossProducts, lambdas: Sequence[np.ndarray], backend: str = "auto") -> Solution:
+    """Solve the equations for given relative factors (one per term).
+
+    Parameters
+    ----------
+    cp : CrossProducts
+        From :func:`cross_products`.
+    lambdas : sequence of numpy.ndarray
+        ``Lambda_t`` per term, from :func:`relative_factor`.
+    backend : str
+        Factorisation back end (see :func:`~mixedblup.factor.factorize`).
+
+    Returns
+    -------
+    Solution
+    """
+    C, T = coefficient_matrix(cp, lambdas)
+    rhs = np.concatenate([cp.Xty, T.T @ cp.Zty]) if T.shape[1] else cp.Xty.copy()
+    factor = factorize(C, backend)
+    sol = factor.solve(rhs)
+    p = cp.p
+    beta, b = sol[:p], sol[p:]
+    u = T @ b if T.shape[1] else np.zeros(cp.ZtZ.shape[0])
+    ranks = tuple(lam.shape[1] for lam in lambdas)
+    logdet_K = float(sum(r * cov.logdet for r, cov in zip(ranks, cp.covariances)))
+    pwrss = float(cp.yty - sol @ rhs)
+    return Solution(beta, np.asarray(u).ravel(), b, T, factor, factor.logdet(), max(pwrss, 0.0),
+                    logdet_K, ranks, C)
+
+
+def minus_two_loglik(cp: CrossProducts, sol: Solution, residual: float, reml: bool,
+                     logdet_schur: float | None = None) -> float:
+    """``-2 log L`` (REML or ML) at given variances, lme4's convention.
+
+    Parameters
+    ----------
+    cp, sol : CrossProducts, Solution
+        The solved equations.
+    residual : float
+        ``sigma_e^2``.
+    reml : bool
+        REML (True) or ML.
+    logdet_schur : float, optional
+        ``log|X'WX - X'WZT C_zz^-1 T'Z'WX|`` (needed for ML: ``log|C_zz| = log|C| - this``).
+    """
+    n, p = cp.n, cp.p
+    quad = sol.pwrss / residual
+    if reml:
+        logdet = (n - p) * np.log(residual) - cp.log_w + sol.logdet_K + sol.logdet_C
+        return float((n - p) * np.log(2 * np.pi) + logdet + quad)
+    if logdet_schur is None:
+        raise ValueError("ML needs logdet_schur")
+    logdet_v = n * np.log(residual) - cp.log_w + sol.logdet_K + sol.logdet_C - logdet_schur
+    return float(n * np.log(2 * np.pi) + logdet_v + quad)
