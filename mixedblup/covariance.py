@@ -255,7 +255,7 @@ def _check_matrix(matrix: Any, labels: pd.Index, inverse: bool) -> None:
             problems=pd.DataFrame({"label": bad}),
         )
     off = dense[~np.eye(len(dense), dtype=bool)]
-    if not inverse and len(off) and diag.mean() > 3 and (off < 0).mean() > 0.5:
+    if not inverse and len(off) and diag.mean() > 1.5 and (off < 0).mean() > 0.5:
         warnings.warn(
             "the relationship matrix has a large mean diagonal and mostly negative off-diagonals: "
             "it looks like an inverse; pass inverse=True if it is",

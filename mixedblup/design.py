@@ -194,6 +194,14 @@ def _drop_missing(frame: pd.DataFrame, columns: list[str], na_action: str) -> tu
     return kept, labels
 
 
+def _drop_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns keep only categories present in the kept rows (A12)."""
+    cats = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    if not cats:
+        return frame
+    return frame.assign(**{c: frame[c].cat.remove_unused_categories() for c in cats})
+
+
 def _response(frame: pd.DataFrame, spec: FormulaSpec, context: dict) -> np.ndarray:
     """The response as floats, with the checks of A6 and A7."""
     name = spec.response
@@ -274,11 +282,7 @@ def group_labels(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[pd.Inde
     codes = []
     labels = []
     for factor in factors:
-        col = frame[factor]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            cat = col.cat.remove_unused_categories()
-        else:
-            cat = pd.Categorical(col)
+        cat = pd.Categorical(frame[factor]).remove_unused_categories()
         names = normalize_labels(cat.categories, what=f"grouping column {factor!r}")
         codes.append(np.asarray(cat.codes, dtype=np.int64))
         labels.append(np.asarray(names, dtype=object))
@@ -379,6 +383,7 @@ def build_design(
     frame = data[columns]
     _check_finite(frame, columns)
     frame, dropped = _drop_missing(frame, columns, na_action)
+    frame = _drop_unused_categories(frame)
     context = formula_context()
     y = _response(frame, spec, context)
     X, fixed_names, kept, fixed_spec = _fixed(frame, spec, context)

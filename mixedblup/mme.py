@@ -101,11 +101,16 @@ def relative_factor(sigma: np.ndarray, residual: float, tol: float = 1e-10) -> n
     """
     rel = np.atleast_2d(np.asarray(sigma, dtype=float)) / residual
     try:
-        return np.linalg.cholesky(rel)
+        lam = np.linalg.cholesky(rel)
+        diag = np.diag(lam)
+        if diag.min() ** 2 > tol * diag.max() ** 2:
+            return lam
     except np.linalg.LinAlgError:
-        vals, vecs = np.linalg.eigh(rel)
-        keep = vals > tol * max(vals.max(), 0.0) if vals.max() > 0 else np.zeros(len(vals), bool)
-        return vecs[:, keep] * np.sqrt(vals[keep])
+        pass
+    vals, vecs = np.linalg.eigh(rel)
+    top = max(vals.max(), 0.0)
+    keep = vals > tol * top if top > 0 else np.zeros(len(vals), dtype=bool)
+    return vecs[:, keep] * np.sqrt(vals[keep])
 
 
 def _transform(cp: CrossProducts, lambdas: Sequence[np.ndarray]) -> sp.csc_matrix:
