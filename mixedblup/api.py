@@ -135,13 +135,15 @@ def fit(
     bound = [structures[t.name].bind(t.levels) for t in design.terms]
     cp = cross_products(design, bound)
     if variances is None:
-        from .estimate import estimate_variances  # REML/ML estimation stage
+        from .estimate import estimate_variances, variance_component_covariance
 
         sigmas, residual, optimizer = estimate_variances(cp, design, method=method, backend=backend)
+        vc_cov = variance_component_covariance(cp, design, sigmas, residual, method == "REML", backend,
+                                               boundary=optimizer.boundary)
         known = False
     else:
         sigmas, residual = parse_variances(variances, design.terms)
-        known, optimizer = True, None
+        known, optimizer, vc_cov = True, None, None
     lambdas = [relative_factor(s, residual) for s in sigmas]
     sol = solve_mme(cp, lambdas, backend)
     reml = method == "REML"
@@ -156,4 +158,5 @@ def fit(
         formula=formula, method=method, variances_known=known, design=design, cp=cp,
         solution=sol, sigmas=sigmas, residual=residual, minus_two_ll=m2ll, n_cov_params=n_cov,
         diagnostics=diagnostics, covariance_kinds=[b.kind for b in bound], optimizer=optimizer,
+        vc_covariance=vc_cov,
     )

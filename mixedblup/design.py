@@ -21,7 +21,15 @@ import pandas as pd
 import scipy.sparse as sp
 from formulaic import model_matrix
 
-from .errors import DataError, DataWarning, FormulaError, RankDeficiencyWarning, RowsDroppedWarning, preview
+from .errors import (
+    DataError,
+    DataWarning,
+    FormulaError,
+    MixedBlupError,
+    RankDeficiencyWarning,
+    RowsDroppedWarning,
+    preview,
+)
 from .formula import FormulaSpec, RandomTerm, formula_context
 from .labels import normalize_labels
 
@@ -149,6 +157,16 @@ def _lme4_name(name: str) -> str:
     return "(Intercept)" if name == "Intercept" else name
 
 
+def _model_matrix(formula: str, frame: pd.DataFrame, context: dict, what: str) -> Any:
+    """formulaic's model_matrix, its own errors re-raised as FormulaError naming the piece."""
+    try:
+        return model_matrix(formula, frame, context=context, na_action="ignore")
+    except MixedBlupError:
+        raise
+    except Exception as exc:  # formulaic raises several unrelated exception types
+        raise FormulaError(f"{what} {formula!r} could not be built: {exc}") from exc
+
+
 def _check_finite(frame: pd.DataFrame, columns: list[str]) -> None:
     """Raise DataError for +-Inf in numeric model columns (A3, A4)."""
     for col in columns:
@@ -217,7 +235,7 @@ def _response(frame: pd.DataFrame, spec: FormulaSpec, context: dict) -> np.ndarr
             )
         y = col.to_numpy(dtype=float)
     else:
-        mm = model_matrix(f"0 + {name}", frame, context=context, na_action="ignore")
+        mm = _model_matrix(f"0 + {name}", frame, context, "response")
         if mm.shape[1] != 1:
             raise DataError(f"response {name!r} must give one numeric column; it gives {mm.shape[1]}")
         y = np.asarray(mm, dtype=float).ravel()
@@ -234,7 +252,7 @@ def _response(frame: pd.DataFrame, spec: FormulaSpec, context: dict) -> np.ndarr
 
 def _fixed(frame: pd.DataFrame, spec: FormulaSpec, context: dict) -> tuple[np.ndarray, tuple[str, ...], np.ndarray, Any]:
     """X via formulaic, then pivoted-QR rank detection (A9)."""
-    mm = model_matrix(spec.fixed, frame, context=context, na_action="ignore")
+    mm = _model_matrix(spec.fixed, frame, context, "fixed part")
     names = tuple(_lme4_name(c) for c in mm.columns)
     X = np.asarray(mm, dtype=float)
     if not np.isfinite(X).all():
@@ -309,7 +327,7 @@ def _random_term(
     defined_levels: pd.Index | None,
 ) -> TermDesign:
     """Z for one term: row-wise Khatri-Rao product of indicators and the term's columns."""
-    mm = model_matrix(term.lhs, frame, context=context, na_action="ignore")
+    mm = _model_matrix(term.lhs, frame, context, f"random term ({term.lhs} | {term.group}), left side")
     M = np.asarray(mm, dtype=float)
     columns = tuple(_lme4_name(c) for c in mm.columns)
     if M.shape[1] == 0:

@@ -268,3 +268,107 @@ def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML
         message=str(out.message), seconds=time.perf_counter() - t0,
     )
     return sigmas, s2, summary
+
+
+def vc_labels(design: Design) -> list[tuple[str, str, str]]:
+    """``(group, term1, term2)`` of every variance component, residual last (the table's rows)."""
+    labels: list[tuple[str, str, str]] = []
+    for term in design.terms:
+        cols = term.columns
+        labels.extend((term.name, c, "") for c in cols)
+        if term.term.correlated:
+            labels.extend((term.name, cols[i], cols[j]) for i in range(len(cols)) for j in range(i + 1, len(cols)))
+    labels.append(("Residual", "", ""))
+    return labels
+
+
+def _vc_vector(design: Design, sigmas: Sequence[np.ndarray], residual: float) -> np.ndarray:
+    values: list[float] = []
+    for term, sigma in zip(design.terms, sigmas):
+        k = term.k
+        values.extend(sigma[i, i] for i in range(k))
+        if term.term.correlated:
+            values.extend(sigma[i, j] for i in range(k) for j in range(i + 1, k))
+    values.append(residual)
+    return np.array(values)
+
+
+def _vc_unpack(design: Design, vec: np.ndarray) -> tuple[list[np.ndarray], float]:
+    sigmas, pos = [], 0
+    for term in design.terms:
+        k = term.k
+        sigma = np.diag(vec[pos: pos + k]).astype(float)
+        pos += k
+        if term.term.correlated:
+            for i in range(k):
+                for j in range(i + 1, k):
+                    sigma[i, j] = sigma[j, i] = vec[pos]
+                    pos += 1
+        sigmas.append(sigma)
+    return sigmas, float(vec[pos])
+
+
+def minus_two_loglik_at(cp: CrossProducts, design: Design, sigmas: Sequence[np.ndarray], residual: float,
+                        reml: bool, backend: str = "auto") -> float:
+    """``-2 log L`` (not profiled) at given variance components."""
+    from .mme import minus_two_loglik, relative_factor
+
+    lambdas = [relative_factor(s, residual) for s in sigmas]
+    sol = solve_mme(cp, lambdas, backend)
+    schur = None
+    if not reml:
+        c11 = sol.factor.inverse_columns(np.arange(cp.p), np.arange(cp.p))
+        schur = -float(np.linalg.slogdet(c11)[1]) if cp.p else 0.0
+    return minus_two_loglik(cp, sol, residual, reml, schur)
+
+
+def variance_component_covariance(cp: CrossProducts, design: Design, sigmas: Sequence[np.ndarray],
+                                  residual: float, reml: bool, backend: str = "auto",
+                                  boundary: Sequence[str] = ()) -> np.ndarray:
+    """Asymptotic covariance of the variance components: ``2 H^-1`` of ``-2 log L``.
+
+    ``H`` is the observed information, the Hessian of ``-2 log L`` in the variance
+    components (rows of :func:`vc_labels`), by central differences.  Components of
+    terms on the boundary are left out (their rows and columns are NaN).
+    """
+    labels = vc_labels(design)
+    x0 = _vc_vector(design, sigmas, residual)
+    free = np.array([lab[0] not in boundary for lab in labels])
+    idx = np.nonzero(free)[0]
+    m = len(idx)
+    # step: 1e-4 of the component, or of the geometric mean of the two variances for a covariance
+    h = np.empty_like(x0)
+    for i, (group, t1, t2) in enumerate(labels):
+        if t2 == "":
+            h[i] = 1e-4 * abs(x0[i])
+        else:
+            vi = x0[labels.index((group, t1, ""))]
+            vj = x0[labels.index((group, t2, ""))]
+            h[i] = 1e-4 * np.sqrt(abs(vi * vj))
+    h = np.where(h > 0, h, 1e-8)
+
+    def f(x: np.ndarray) -> float:
+        s, r = _vc_unpack(design, x)
+        return minus_two_loglik_at(cp, design, s, r, reml, backend)
+
+    f0 = f(x0)
+    H = np.zeros((m, m))
+    for a in range(m):
+        i = idx[a]
+        ei = np.zeros_like(x0)
+        ei[i] = h[i]
+        H[a, a] = (f(x0 + ei) - 2 * f0 + f(x0 - ei)) / h[i] ** 2
+        for b in range(a + 1, m):
+            j = idx[b]
+            ej = np.zeros_like(x0)
+            ej[j] = h[j]
+            H[a, b] = H[b, a] = (f(x0 + ei + ej) - f(x0 + ei - ej) - f(x0 - ei + ej) + f(x0 - ei - ej)) / (
+                4 * h[i] * h[j])
+    cov = np.full((len(x0), len(x0)), np.nan)
+    try:
+        sub = 2.0 * np.linalg.inv(H)
+        if np.all(np.diag(sub) > 0):
+            cov[np.ix_(idx, idx)] = sub
+    except np.linalg.LinAlgError:
+        pass
+    return cov

@@ -130,6 +130,10 @@ class MixedModelResults:
         Every check that triggered: ``check, level, message``.
     optimizer : OptSummary or None
         The optimisation record when variances were estimated (``None`` when given).
+    vcov_variance_components : pandas.DataFrame or None
+        Asymptotic covariance of the variance-component estimates (inverse observed
+        information, rows and columns labelled ``(group, term1, term2)`` like
+        ``variance_components``); ``None`` when the variances were given.
     """
 
     formula: str
@@ -147,6 +151,7 @@ class MixedModelResults:
     dropped_rows: pd.Index
     diagnostics: pd.DataFrame
     optimizer: Any
+    vcov_variance_components: pd.DataFrame | None
     _random: pd.DataFrame = field(repr=False)
     _design: Design = field(repr=False)
     _cp: CrossProducts = field(repr=False)
@@ -271,6 +276,7 @@ def build_results(
     diagnostics: pd.DataFrame,
     covariance_kinds: list[str],
     optimizer: Any = None,
+    vc_covariance: np.ndarray | None = None,
 ) -> MixedModelResults:
     """Assemble a :class:`MixedModelResults` from the solved equations."""
     p = cp.p
@@ -336,6 +342,11 @@ def build_results(
                  "accuracy", "cond_sd", "has_records"]))
 
     vc = _variance_table(design, sigmas, residual)
+    vcov_vc = None
+    if vc_covariance is not None:
+        labels = pd.MultiIndex.from_frame(vc[["group", "term1", "term2"]])
+        vcov_vc = pd.DataFrame(vc_covariance, index=labels, columns=labels)
+        vc["std_error"] = np.sqrt(np.diag(vc_covariance))
     Xb = design.X @ solution.beta
     Zu = design.Z @ solution.u if design.terms else np.zeros(design.n)
     fitted = pd.Series(Xb + Zu, index=design.index, name="fitted")
@@ -356,7 +367,8 @@ def build_results(
         vcov_fixed=pd.DataFrame(c11, index=fixed_names, columns=fixed_names),
         loglik=loglik, aic=-2 * loglik + 2 * npar, bic=-2 * loglik + npar * np.log(design.n),
         nobs=design.n, fitted=fitted, residuals=resid, dropped_rows=design.dropped_rows,
-        diagnostics=diagnostics, optimizer=optimizer, _random=random, _design=design, _cp=cp, _solution=solution,
+        diagnostics=diagnostics, optimizer=optimizer,
+        vcov_variance_components=vcov_vc, _random=random, _design=design, _cp=cp, _solution=solution,
         _sigmas=tuple(sigmas), _residual=residual, _terms_info=info,
     )
 

@@ -50,7 +50,7 @@ def test_pig_gls_equivalence_and_standard_errors(pigs):
     Vi = np.linalg.inv(V)
     XtViX = X.T @ Vi @ X
     np.testing.assert_allclose(XtViX, [[10.9375, -3.125], [-3.125, 42.1875]], rtol=1e-12)
-    np.testing.assert_allclose(X.T @ Vi @ pigs["weight"].to_numpy(), [14.22, 56.56], rtol=1e-12)
+    np.testing.assert_allclose(np.round(X.T @ Vi @ pigs["weight"].to_numpy(), 2), [14.22, 56.56])
     cov = np.linalg.inv(XtViX)
     np.testing.assert_allclose(np.round(cov, 4), [[0.0934, 0.0069], [0.0069, 0.0242]])
     np.testing.assert_allclose(res.vcov_fixed.to_numpy(), cov, rtol=1e-12)
