@@ -53,6 +53,10 @@ class CrossProducts:
         Level structure of each term.
     ks : tuple of int
         Coefficients per level of each term.
+    M : scipy.sparse.csc_matrix
+        ``[[X'WX, X'WZ], [Z'WX, Z'WZ]]``, the data part of every coefficient matrix.
+    penalty : scipy.sparse.csc_matrix
+        ``blockdiag(0_p, K_t^-1 (x) I_k)``, the prior part (independent of the parameters).
     """
 
     XtX: np.ndarray
@@ -67,6 +71,44 @@ class CrossProducts:
     offsets: tuple[int, ...]
     covariances: tuple[BoundCovariance, ...]
     ks: tuple[int, ...]
+    M: sp.csc_matrix = field(repr=False)
+    penalty: sp.csc_matrix = field(repr=False)
+    _t_pattern: sp.csc_matrix = field(repr=False)
+    _t_order: np.ndarray = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        """Order of the coefficient matrix (``p + sum_t q_t k_t``)."""
+        return self.M.shape[0]
+
+    def transform(self, lambdas: Sequence[np.ndarray]) -> sp.csc_matrix:
+        """``T~ = blockdiag(I_p, I_q (x) Lambda_t)``: maps ``(beta, b)`` to ``(beta, u)``.
+
+        Every ``Lambda_t`` is ``k_t x k_t`` (pad rank-deficient factors with zero columns).
+        """
+        values = [np.ones(self.p)]
+        for cov, lam in zip(self.covariances, lambdas):
+            values.append(np.tile(np.asarray(lam, dtype=float).ravel(), len(cov.levels)))
+        T = self._t_pattern.copy()
+        T.data = np.concatenate(values)[self._t_order]
+        return T
+
+
+def _t_template(p: int, qs: Sequence[int], ks: Sequence[int]) -> tuple[sp.csc_matrix, np.ndarray]:
+    """Sparsity pattern of ``T~`` and the map from "row-major per block" values to CSC order."""
+    rows, cols = [np.arange(p)], [np.arange(p)]
+    offset = p
+    for q, k in zip(qs, ks):
+        a, b = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+        base = offset + np.arange(q)[:, None] * k
+        rows.append((base + a.ravel()[None, :]).ravel())
+        cols.append((base + b.ravel()[None, :]).ravel())
+        offset += q * k
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    order = sp.csc_matrix((np.arange(len(r), dtype=float) + 1, (r, c)), shape=(offset, offset))
+    order.sort_indices()
+    pattern = sp.csc_matrix((np.ones(len(r)), order.indices.copy(), order.indptr.copy()), shape=(offset, offset))
+    return pattern, order.data.astype(np.int64) - 1
 
 
 def cross_products(design: Design, covariances: Sequence[BoundCovariance]) -> CrossProducts:
@@ -77,10 +119,22 @@ def cross_products(design: Design, covariances: Sequence[BoundCovariance]) -> Cr
     yw = y if w is None else y * w
     Zw = Z if w is None else sp.diags(w) @ Z
     offsets = tuple(int(o) for o in np.cumsum([0] + [t.q for t in design.terms])[:-1])
+    XtX = X.T @ Xw
+    XtZ = np.asarray((Zw.T @ X).T) if Z.shape[1] else np.zeros((X.shape[1], 0))
+    ZtZ = sp.csc_matrix(Z.T @ Zw)
+    M = sp.bmat([[sp.csc_matrix(XtX), sp.csc_matrix(XtZ)], [sp.csc_matrix(XtZ.T), ZtZ]], format="csc")
+    if M is None or M.shape[0] == 0:
+        M = sp.csc_matrix((X.shape[1] + Z.shape[1],) * 2)
+    p = X.shape[1]
+    ks = [t.k for t in design.terms]
+    penalty = sp.block_diag(
+        [sp.csc_matrix((p, p))] + [sp.kron(cov.precision, sp.identity(k), format="csc")
+                                   for cov, k in zip(covariances, ks)], format="csc")
+    t_pattern, t_order = _t_template(p, [len(c.levels) for c in covariances], ks)
     return CrossProducts(
-        XtX=X.T @ Xw,
-        XtZ=np.asarray((Zw.T @ X).T) if Z.shape[1] else np.zeros((X.shape[1], 0)),
-        ZtZ=sp.csc_matrix(Z.T @ Zw),
+        XtX=XtX,
+        XtZ=XtZ,
+        ZtZ=ZtZ,
         Xty=X.T @ yw,
         Zty=np.asarray(Z.T @ yw).ravel(),
         yty=float(y @ yw),
@@ -89,15 +143,20 @@ def cross_products(design: Design, covariances: Sequence[BoundCovariance]) -> Cr
         log_w=0.0 if w is None else float(np.log(w).sum()),
         offsets=offsets,
         covariances=tuple(covariances),
-        ks=tuple(t.k for t in design.terms),
+        ks=tuple(ks),
+        M=M,
+        penalty=penalty,
+        _t_pattern=t_pattern,
+        _t_order=t_order,
     )
 
 
 def relative_factor(sigma: np.ndarray, residual: float, tol: float = 1e-10) -> np.ndarray:
-    """``Lambda`` (``k x r``) with ``Lambda Lambda' = sigma / residual``, ``r = rank(sigma)``.
+    """``Lambda`` (``k x k``) with ``Lambda Lambda' = sigma / residual``.
 
     Lower-triangular Cholesky factor when ``sigma`` is positive definite; otherwise
-    the eigen-factor of its positive part (columns for zero eigenvalues removed).
+    the eigen-factor of its positive part, with zero columns for the null space
+    (so the equations keep one fixed structure whatever the rank).
     """
     rel = np.atleast_2d(np.asarray(sigma, dtype=float)) / residual
     try:
@@ -110,18 +169,7 @@ def relative_factor(sigma: np.ndarray, residual: float, tol: float = 1e-10) -> n
     vals, vecs = np.linalg.eigh(rel)
     top = max(vals.max(), 0.0)
     keep = vals > tol * top if top > 0 else np.zeros(len(vals), dtype=bool)
-    return vecs[:, keep] * np.sqrt(vals[keep])
-
-
-def _transform(cp: CrossProducts, lambdas: Sequence[np.ndarray]) -> sp.csc_matrix:
-    """``T = blockdiag(I_q (x) Lambda_t)`` mapping b to u."""
-    blocks = []
-    for cov, lam in zip(cp.covariances, lambdas):
-        q = len(cov.levels)
-        blocks.append(sp.kron(sp.identity(q, format="csc"), sp.csc_matrix(lam), format="csc"))
-    if not blocks:
-        return sp.csc_matrix((0, 0))
-    return sp.block_diag(blocks, format="csc")
+    return vecs * np.sqrt(np.where(keep, vals, 0.0))
 
 
 @dataclass(frozen=True)
@@ -163,21 +211,9 @@ class Solution:
 
 
 def coefficient_matrix(cp: CrossProducts, lambdas: Sequence[np.ndarray]) -> tuple[sp.csc_matrix, sp.csc_matrix]:
-    """The relative-factor coefficient matrix ``C`` and the transform ``T``."""
-    T = _transform(cp, lambdas)
-    p = cp.p
-    if T.shape[1] == 0:
-        return sp.csc_matrix(cp.XtX), T
-    ZtZ = T.T @ cp.ZtZ @ T
-    penalty = sp.block_diag(
-        [sp.kron(cov.precision, sp.identity(lam.shape[1]), format="csc")
-         for cov, lam in zip(cp.covariances, lambdas) if lam.shape[1] > 0],
-        format="csc",
-    )
-    XtZ = sp.csc_matrix(cp.XtZ) @ T
-    C = sp.bmat([[sp.csc_matrix(cp.XtX), XtZ], [XtZ.T, ZtZ + penalty]], format="csc")
-    if p == 0:
-        C = sp.csc_matrix(ZtZ + penalty)
+    """The relative-factor coefficient matrix ``C = T~' M T~ + penalty`` and ``T~``."""
+    T = cp.transform(lambdas)
+    C = (T.T @ cp.M @ T + cp.penalty).tocsc()
     return C, T
 
 
@@ -197,14 +233,15 @@ def solve_mme(cp: CrossProducts, lambdas: Sequence[np.ndarray], backend: str = "
     -------
     Solution
     """
-    C, T = coefficient_matrix(cp, lambdas)
-    rhs = np.concatenate([cp.Xty, T.T @ cp.Zty]) if T.shape[1] else cp.Xty.copy()
+    C, Tfull = coefficient_matrix(cp, lambdas)
+    p = cp.p
+    rhs = Tfull.T @ np.concatenate([cp.Xty, cp.Zty])
     factor = factorize(C, backend)
     sol = factor.solve(rhs)
-    p = cp.p
     beta, b = sol[:p], sol[p:]
-    u = T @ b if T.shape[1] else np.zeros(cp.ZtZ.shape[0])
-    ranks = tuple(lam.shape[1] for lam in lambdas)
+    T = Tfull[p:, p:].tocsc()
+    u = T @ b
+    ranks = tuple(cp.ks)
     logdet_K = float(sum(r * cov.logdet for r, cov in zip(ranks, cp.covariances)))
     pwrss = float(cp.yty - sol @ rhs)
     return Solution(beta, np.asarray(u).ravel(), b, T, factor, factor.logdet(), max(pwrss, 0.0),
