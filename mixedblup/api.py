@@ -76,6 +76,8 @@ def fit(
     weights: str | None = None,
     na_action: str = "drop",
     backend: str = "auto",
+    start: Mapping[str, Any] | None = None,
+    verbose: bool = False,
 ) -> MixedModelResults:
     """Fit a linear mixed model given by an lme4-style formula.
 
@@ -100,8 +102,13 @@ def fit(
         Column of precision weights: ``var(e_i) = sigma_e^2 / w_i``.
     na_action : {"drop", "raise"}
         Rows with missing values in model columns are dropped with a warning, or raise.
-    backend : {"auto", "dense", "splu", "cholmod"}
+    backend : {"auto", "dense", "schur", "splu", "cholmod"}
         Factorisation back end of the equations.
+    start : dict, optional
+        Starting values for estimation, in the form of ``variances`` (every term and
+        ``"residual"``); only their ratios matter (the residual is profiled out).
+    verbose : bool
+        Log every criterion evaluation to stderr (through ``logging``) while estimating.
 
     Returns
     -------
@@ -137,7 +144,14 @@ def fit(
     if variances is None:
         from .estimate import estimate_variances, variance_component_covariance
 
-        sigmas, residual, optimizer = estimate_variances(cp, design, method=method, backend=backend)
+        theta0 = None
+        if start is not None:
+            from .estimate import ThetaMap
+
+            s_sig, s_res = parse_variances(start, design.terms)
+            theta0 = ThetaMap.for_design(design).theta([relative_factor(x, s_res) for x in s_sig])
+        sigmas, residual, optimizer = estimate_variances(cp, design, method=method, backend=backend,
+                                                         start=theta0, verbose=verbose)
         vc_cov = variance_component_covariance(cp, design, sigmas, residual, method == "REML", backend,
                                                boundary=optimizer.boundary)
         known = False

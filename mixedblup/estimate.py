@@ -11,15 +11,18 @@ factorisation of the mixed model equations:
     ML:   -2 l = n (1 + log(2 pi s2)) + log|C_zz| + sum_t k_t log|K_t| - log|W|,
           s2 = pwrss / n
 
-Diagonal elements of ``Lambda`` are bounded below by zero.  After the optimiser
+Diagonal elements of ``Lambda`` are bounded below by zero, so estimates are never
+negative and covariance matrices are positive semi-definite by construction.  After the optimiser
 stops, elements that are tiny are snapped to exactly zero when the criterion
 does not get worse (MixedModels.jl's rule) and reported as a singular fit.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
+from contextlib import contextmanager
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,10 +31,12 @@ from scipy import optimize
 
 from .design import Design
 from .errors import ConvergenceWarning, EstimationError, SingularFitWarning
-from .factor import factorize
 from .mme import CrossProducts, solve_mme
 
-__all__ = ["OptSummary", "ThetaMap", "profiled_criterion", "estimate_variances"]
+__all__ = ["OptSummary", "ThetaMap", "profiled_criterion", "estimate_variances", "vc_labels",
+           "variance_component_covariance", "minus_two_loglik_at"]
+
+logger = logging.getLogger("mixedblup.estimate")
 
 #: Relative size below which a diagonal theta element is snapped to zero.
 SNAP_TOL = 1e-4
@@ -177,7 +182,7 @@ def profiled_criterion(cp: CrossProducts, tmap: ThetaMap, theta: np.ndarray, rem
     if reml:
         logdet = sol.logdet_C
     else:
-        logdet = factorize(sol.coefficient_matrix[p:, p:], sol.factor.backend).logdet() if sol.b.size else 0.0
+        logdet = sol.random_block_factor().logdet() if sol.b.size else 0.0
     value = dof * (1.0 + np.log(2 * np.pi * s2)) + logdet + sol.logdet_K - cp.log_w
     return float(value), float(s2)
 
@@ -195,11 +200,53 @@ def _snap(f, theta: np.ndarray, tmap: ThetaMap, best: float) -> tuple[np.ndarray
     return theta, best
 
 
+@contextmanager
+def _progress_log(verbose: bool):
+    """Send the ``mixedblup`` iteration log to stderr for the duration when ``verbose``."""
+    if not verbose or logger.handlers or logging.getLogger("mixedblup").handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
 def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML",
                        backend: str = "auto", start: np.ndarray | None = None,
-                       term_names: Sequence[str] | None = None
+                       term_names: Sequence[str] | None = None, verbose: bool = False,
+                       max_evaluations: int = 2000,
                        ) -> tuple[list[np.ndarray], float, OptSummary]:
     """Maximise the REML or ML likelihood over the variance components.
+
+    The optimiser is COBYQA (a derivative-free trust-region method with quadratic
+    models and bounds, the successor of Powell's BOBYQA that lme4 uses), on the
+    profiled criterion; each evaluation is one factorisation.
+
+    Parameters
+    ----------
+    cp : CrossProducts
+        The model's cross-products.
+    design : Design
+        The model's design (term layout).
+    method : {"REML", "ML"}
+        Criterion.
+    backend : str
+        Factorisation back end.
+    start : numpy.ndarray, optional
+        Starting ``theta`` (default: identity relative factors).
+    term_names : sequence of str, optional
+        Names used in warnings (default: the design's term names).
+    verbose : bool
+        Log every evaluation (criterion, parameters, time) to stderr through ``logging``.
+    max_evaluations : int
+        Budget of criterion evaluations.
 
     Returns
     -------
@@ -209,48 +256,64 @@ def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML
     reml = method == "REML"
     tmap = ThetaMap.for_design(design)
     theta0 = tmap.start.copy() if start is None else np.asarray(start, dtype=float)
+    if theta0.shape != tmap.start.shape:
+        raise ValueError(f"start must have {tmap.size} elements (relative factors); got {theta0.shape}")
     names = list(term_names or [t.name for t in design.terms])
-    evaluations = 0
     history: list[float] = []
     t0 = time.perf_counter()
+    last = [t0]
 
     def f(theta: np.ndarray) -> float:
-        nonlocal evaluations
-        evaluations += 1
         try:
-            return profiled_criterion(cp, tmap, theta, reml, backend)[0]
+            value = profiled_criterion(cp, tmap, theta, reml, backend)[0]
         except EstimationError:
-            return np.inf
+            value = np.inf
+        history.append(value)
+        now = time.perf_counter()
+        logger.info("%s evaluation %d: -2logL = %.10g at theta = %s (%.3f s)", method, len(history), value,
+                    np.array2string(np.asarray(theta), precision=5), now - last[0])
+        last[0] = now
+        return value
 
-    f0 = f(theta0)
-    if not np.isfinite(f0):
-        raise EstimationError(
-            "the criterion cannot be evaluated at the starting values; the model may be poorly "
-            "specified for these data or badly scaled"
-        )
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in tmap.lower]
-    out = optimize.minimize(
-        f, theta0, method="L-BFGS-B", bounds=bounds,
-        callback=lambda xk: history.append(f(xk)),
-        options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 2000, "maxls": 50},
-    )
-    theta, best = np.asarray(out.x, dtype=float), float(out.fun)
-    # polish: a derivative-free pass from the L-BFGS-B point guards against a poor
-    # finite-difference gradient near the optimum
-    polish = optimize.minimize(f, theta, method="Powell", bounds=bounds,
-                               options={"xtol": 1e-10, "ftol": 1e-15, "maxfev": 4000})
-    if polish.fun < best:
-        theta, best = np.asarray(polish.x, dtype=float), float(polish.fun)
-    theta, best = _snap(f, theta, tmap, best)
-    grad = optimize.approx_fprime(theta, f, 1e-7)
-    free = ~(tmap.diagonal() & (theta <= 0) & (grad > 0))
-    gnorm = float(np.abs(grad[free]).max()) if free.any() else 0.0
-    converged = bool(out.success or polish.success)
+    with _progress_log(verbose):
+        f0 = f(theta0)
+        if not np.isfinite(f0):
+            # E8: one rescaled retry before giving up
+            theta0 = theta0 * 0.1
+            f0 = f(theta0)
+        if not np.isfinite(f0):
+            raise EstimationError(
+                "the criterion cannot be evaluated at the starting values; the model may not be "
+                "supported by the data or may be poorly scaled (try rescaling the response)"
+            )
+        finite_big = 10.0 * abs(f0) + 1e6  # a finite penalty keeps the quadratic models sane (E9)
+
+        def g(theta: np.ndarray) -> float:
+            value = f(theta)
+            return value if np.isfinite(value) else finite_big
+
+        bounds = optimize.Bounds(tmap.lower, np.full(tmap.size, np.inf))
+        out = optimize.minimize(g, theta0, method="COBYQA", bounds=bounds,
+                                options={"maxfev": max_evaluations, "final_tr_radius": 1e-9,
+                                         "f_target": -np.inf})
+        theta, best = np.asarray(out.x, dtype=float), float(out.fun)
+        theta, best = _snap(g, theta, tmap, best)
+        # E2: a variance stuck at zero is retried from the interior; keep the better fit
+        zero = tmap.diagonal() & (theta == 0)
+        if zero.any():
+            retry_start = np.where(zero, 1.0, theta)
+            retry = optimize.minimize(g, retry_start, method="COBYQA", bounds=bounds,
+                                      options={"maxfev": max_evaluations, "final_tr_radius": 1e-9,
+                                               "f_target": -np.inf})
+            if retry.fun < best - SNAP_FTOL * max(1.0, abs(best)):
+                theta, best = _snap(g, np.asarray(retry.x, dtype=float), tmap, float(retry.fun))
+        grad = _projected_gradient(g, theta, tmap)
+    gnorm = float(np.abs(grad).max()) if grad.size else 0.0
+    converged = bool(out.success) and gnorm < 1e-3 * max(1.0, abs(best)) ** 0.5
     term_of = tmap.terms_of()
     on_boundary = sorted({names[term_of[i]] for i in np.nonzero(tmap.diagonal() & (theta == 0))[0]})
     value, s2 = profiled_criterion(cp, tmap, theta, reml, backend)
-    lambdas = tmap.lambdas(theta)
-    sigmas = [s2 * lam @ lam.T for lam in lambdas]
+    sigmas = [s2 * lam @ lam.T for lam in tmap.lambdas(theta)]
     for name in on_boundary:
         warnings.warn(
             f"boundary (singular) fit: a variance of term {name!r} is estimated as exactly zero",
@@ -259,15 +322,35 @@ def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML
     if not converged:
         warnings.warn(
             f"the optimiser did not converge ({out.message}); max |gradient| = {gnorm:.3g} after "
-            f"{evaluations} evaluations", ConvergenceWarning, stacklevel=3,
+            f"{len(history)} evaluations", ConvergenceWarning, stacklevel=3,
         )
     summary = OptSummary(
-        method=method, optimizer="L-BFGS-B + Powell polish", theta_start=theta0, theta=theta,
-        criterion=value, converged=converged, iterations=int(out.nit), evaluations=evaluations,
-        gradient_norm=gnorm, history=tuple(history), boundary=tuple(on_boundary),
-        message=str(out.message), seconds=time.perf_counter() - t0,
+        method=method, optimizer="COBYQA", theta_start=theta0, theta=theta,
+        criterion=value, converged=converged, iterations=int(getattr(out, "nit", 0)),
+        evaluations=len(history), gradient_norm=gnorm, history=tuple(history),
+        boundary=tuple(on_boundary), message=str(out.message), seconds=time.perf_counter() - t0,
     )
     return sigmas, s2, summary
+
+
+def _projected_gradient(f, theta: np.ndarray, tmap: ThetaMap, h: float = 1e-6) -> np.ndarray:
+    """Central-difference gradient, with one-sided differences at the zero bound and
+    components pointing out of the feasible region (at a bound) set to zero."""
+    grad = np.zeros_like(theta)
+    f0 = f(theta)
+    for i in range(len(theta)):
+        step = h * max(1.0, abs(theta[i]))
+        up = theta.copy()
+        up[i] += step
+        if tmap.diagonal()[i] and theta[i] - step < 0:
+            grad[i] = (f(up) - f0) / step
+            if theta[i] == 0 and grad[i] > 0:
+                grad[i] = 0.0
+        else:
+            down = theta.copy()
+            down[i] -= step
+            grad[i] = (f(up) - f(down)) / (2 * step)
+    return grad
 
 
 def vc_labels(design: Design) -> list[tuple[str, str, str]]:

@@ -1,14 +1,17 @@
 """Factorising the symmetric positive-definite coefficient matrix of the MME.
 
-One small interface, :class:`Factor`, over three back ends chosen by size and
-availability:
+One interface, :class:`Factor` (``solve``, ``logdet`` and selected blocks of the
+inverse), over several back ends:
 
-* ``"dense"``  -- LAPACK Cholesky of the dense matrix (small systems; fastest there);
+* ``"dense"``   -- LAPACK Cholesky of the dense matrix (small systems);
+* ``"schur"``   -- a diagonal block (a large random term with independent levels, e.g.
+  the biggest factor of a crossed design) is eliminated exactly and the Schur
+  complement onto the remaining equations is factorised densely or sparsely
+  (the block structure MixedModels.jl exploits);
 * ``"cholmod"`` -- CHOLMOD through scikit-sparse, if installed (optional accelerator);
-* ``"splu"``   -- scipy's SuperLU on the sparse matrix (always available).
+* ``"splu"``    -- scipy's SuperLU in symmetric mode (always available).
 
-Every back end gives the same three things: ``solve``, ``logdet`` and selected
-blocks of the inverse (the diagonal blocks PEV needs, and the fixed-effect block).
+``factorize(C, "auto", eliminate=...)`` picks among them by structure and size.
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ from .errors import EstimationError
 
 __all__ = ["Factor", "factorize", "BACKENDS", "DENSE_MAX"]
 
-#: Systems up to this order are factorised densely by default.
+#: Systems (or Schur complements) up to this order are factorised densely by default.
 DENSE_MAX = 2500
 
-BACKENDS = ("auto", "dense", "splu", "cholmod")
+#: Largest Schur complement that is still factorised densely after an elimination.
+SCHUR_DENSE_MAX = 6000
+
+BACKENDS = ("auto", "dense", "schur", "splu", "cholmod")
+
+_SINGULAR = (
+    "the mixed model equations are singular (not positive definite); a fixed effect may be "
+    "confounded with a random term, or a variance ratio is extreme"
+)
 
 
 def _cholmod() -> Any | None:
@@ -38,49 +49,48 @@ def _cholmod() -> Any | None:
     return cholmod
 
 
+def _units(n: int, cols: np.ndarray) -> np.ndarray:
+    unit = np.zeros((n, len(cols)))
+    unit[cols, np.arange(len(cols))] = 1.0
+    return unit
+
+
 class Factor:
     """A factorisation of a symmetric positive-definite matrix ``C``.
 
-    Use :func:`factorize` to build one.
+    Build one with :func:`factorize`.  Subclasses implement ``solve`` and may
+    override the inverse-block helpers with faster versions.
 
     Attributes
     ----------
     backend : str
-        ``"dense"``, ``"cholmod"`` or ``"splu"``.
+        Name of the back end.
     n : int
         Order of ``C``.
     """
 
-    def __init__(self, backend: str, n: int, payload: Any, logdet: float) -> None:
-        self.backend = backend
+    backend = "abstract"
+
+    def __init__(self, n: int, logdet: float) -> None:
         self.n = n
-        self._payload = payload
         self._logdet = logdet
 
-    def solve(self, rhs: np.ndarray) -> np.ndarray:
+    def solve(self, rhs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         """Return ``C^-1 rhs`` (``rhs`` a vector or a matrix)."""
-        if self.backend == "dense":
-            return sla.cho_solve((self._payload, True), rhs, check_finite=False)
-        if self.backend == "cholmod":
-            return self._payload(rhs)
-        if rhs.ndim == 1:
-            return self._payload.solve(rhs)
-        return self._payload.solve(np.asfortranarray(rhs))
+        raise NotImplementedError
 
     def logdet(self) -> float:
         """``log|C|``."""
         return self._logdet
 
     def inverse_columns(self, cols: np.ndarray, rows: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
-        """``C^-1[rows][:, cols]`` computed by solving for unit vectors in chunks."""
+        """``C^-1[rows][:, cols]``, by solving for unit vectors in chunks."""
         cols = np.asarray(cols, dtype=np.int64)
         rows = np.arange(self.n) if rows is None else np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), len(cols)))
         for start in range(0, len(cols), chunk):
-            c = cols[start : start + chunk]
-            unit = np.zeros((self.n, len(c)))
-            unit[c, np.arange(len(c))] = 1.0
-            out[:, start : start + len(c)] = self.solve(unit)[rows]
+            c = cols[start: start + chunk]
+            out[:, start: start + len(c)] = self.solve(_units(self.n, c))[rows]
         return out
 
     def block_diagonal(self, starts: np.ndarray, sizes: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -99,34 +109,193 @@ class Factor:
         """
         width = int(sizes.max()) if len(sizes) else 0
         out = np.full((self.n, width), np.nan)
-        offsets = np.arange(width)
-        if self.backend == "dense":
-            inv = sla.cho_solve((self._payload, True), np.eye(self.n), check_finite=False)
-            for m in offsets:
-                ok = m < sizes
-                idx = np.nonzero(ok)[0]
-                out[idx, m] = inv[starts[idx] + m, idx]
-            return out
         for first in range(0, self.n, chunk):
             c = np.arange(first, min(first + chunk, self.n))
-            unit = np.zeros((self.n, len(c)))
-            unit[c, np.arange(len(c))] = 1.0
-            sol = self.solve(unit)
-            for m in offsets:
-                ok = m < sizes[c]
-                out[c[ok], m] = sol[starts[c[ok]] + m, np.nonzero(ok)[0]]
+            sol = self.solve(_units(self.n, c))
+            _gather(out, sol, c, starts, sizes)
         return out
 
 
-def factorize(C: sp.spmatrix | np.ndarray, backend: str = "auto") -> Factor:
+def _gather(out: np.ndarray, sol: np.ndarray, cols: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> None:
+    """Copy ``sol[starts[c] + m, j]`` (``sol[:, j]`` is column ``cols[j]``) into ``out[c, m]``."""
+    for m in range(out.shape[1]):
+        ok = m < sizes[cols]
+        j = np.nonzero(ok)[0]
+        out[cols[j], m] = sol[starts[cols[j]] + m, j]
+
+
+class DenseFactor(Factor):
+    """LAPACK Cholesky factor of a dense matrix."""
+
+    backend = "dense"
+
+    def __init__(self, C: np.ndarray) -> None:
+        try:
+            low = sla.cholesky(C, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            raise EstimationError(_SINGULAR) from None
+        diag = np.diag(low)
+        if not (diag > 0).all() or not np.isfinite(diag).all():
+            raise EstimationError(_SINGULAR)
+        super().__init__(len(C), 2.0 * float(np.log(diag).sum()))
+        self._low = low
+        self._inverse: np.ndarray | None = None
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        return sla.cho_solve((self._low, True), rhs, check_finite=False)
+
+    def inverse(self) -> np.ndarray:
+        """The full inverse (computed once)."""
+        if self._inverse is None:
+            self._inverse = sla.cho_solve((self._low, True), np.eye(self.n), check_finite=False)
+        return self._inverse
+
+    def inverse_columns(self, cols: np.ndarray, rows: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
+        inv = self.inverse()
+        rows = np.arange(self.n) if rows is None else np.asarray(rows)
+        return inv[np.ix_(rows, np.asarray(cols))]
+
+    def block_diagonal(self, starts: np.ndarray, sizes: np.ndarray, chunk: int = 256) -> np.ndarray:
+        width = int(sizes.max()) if len(sizes) else 0
+        out = np.full((self.n, width), np.nan)
+        _gather(out, self.inverse(), np.arange(self.n), starts, sizes)
+        return out
+
+
+class SparseLUFactor(Factor):
+    """SuperLU in symmetric mode (no pivoting off the diagonal): ``log|C| = sum log U_ii``."""
+
+    backend = "splu"
+
+    def __init__(self, C: sp.csc_matrix) -> None:
+        try:
+            lu = spla.splu(C, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                           options={"SymmetricMode": True})
+        except RuntimeError:
+            raise EstimationError(_SINGULAR) from None
+        du = lu.U.diagonal()
+        if (du <= 0).any() or not np.isfinite(du).all():
+            raise EstimationError(_SINGULAR)
+        super().__init__(C.shape[0], float(np.log(du).sum()))
+        self._lu = lu
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        return self._lu.solve(rhs if rhs.ndim == 1 else np.asfortranarray(rhs))
+
+
+class CholmodFactor(Factor):
+    """CHOLMOD supernodal Cholesky (scikit-sparse)."""
+
+    backend = "cholmod"
+
+    def __init__(self, C: sp.csc_matrix) -> None:
+        cholmod = _cholmod()
+        if cholmod is None:
+            raise ValueError("backend='cholmod' needs scikit-sparse (pip install scikit-sparse)")
+        try:
+            f = cholmod.cholesky(C)
+        except Exception:  # CholmodNotPositiveDefiniteError
+            raise EstimationError(_SINGULAR) from None
+        super().__init__(C.shape[0], float(f.logdet()))
+        self._f = f
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        return self._f(rhs)
+
+
+class SchurFactor(Factor):
+    """Exact elimination of a diagonal block, then a factor of the Schur complement.
+
+    With ``C`` permuted to ``[[D, B'], [B, E]]`` (``D`` diagonal):
+    ``S = E - B D^-1 B'``, ``log|C| = sum log D + log|S|`` and
+    ``C^-1 = [[D^-1 + W' S^-1 W, -W' S^-1], [-S^-1 W, S^-1]]`` with ``W = B D^-1``.
+    """
+
+    backend = "schur"
+
+    def __init__(self, C: sp.csc_matrix, eliminate: np.ndarray, inner: str = "auto") -> None:
+        n = C.shape[0]
+        elim = np.asarray(eliminate, dtype=np.int64)
+        mask = np.zeros(n, dtype=bool)
+        mask[elim] = True
+        rest = np.nonzero(~mask)[0]
+        C = sp.csc_matrix(C)
+        d = C.diagonal()[elim]
+        if (d <= 0).any():
+            raise EstimationError(_SINGULAR)
+        B = C[rest][:, elim].tocsr()
+        W = (B @ sp.diags(1.0 / d)).tocsr()
+        E = C[rest][:, rest]
+        S = E - W @ B.T
+        self._elim, self._rest, self._d, self._W = elim, rest, d, W
+        if inner == "auto":
+            inner = "dense" if len(rest) <= SCHUR_DENSE_MAX else ("cholmod" if _cholmod() else "splu")
+        self._inner = _build(S.toarray() if inner == "dense" else sp.csc_matrix(S), inner)
+        super().__init__(n, float(np.log(d).sum()) + self._inner.logdet())
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        r1 = rhs[self._elim]
+        r2 = rhs[self._rest]
+        d = self._d if rhs.ndim == 1 else self._d[:, None]
+        x2 = self._inner.solve(r2 - self._W @ r1)
+        x1 = r1 / d - self._W.T @ x2
+        out = np.empty_like(rhs, dtype=float)
+        out[self._elim] = x1
+        out[self._rest] = x2
+        return out
+
+    def block_diagonal(self, starts: np.ndarray, sizes: np.ndarray, chunk: int = 256) -> np.ndarray:
+        width = int(sizes.max()) if len(sizes) else 0
+        out = np.full((self.n, width), np.nan)
+        elim, rest = self._elim, self._rest
+        if (sizes[elim] != 1).any():
+            return super().block_diagonal(starts, sizes, chunk)
+        # eliminated singletons: 1/d + w_j' S^-1 w_j
+        diag = 1.0 / self._d
+        Wt = self._W.tocsc()
+        for first in range(0, len(elim), chunk):
+            j = np.arange(first, min(first + chunk, len(elim)))
+            Wj = Wt[:, j].toarray()
+            diag[j] += np.einsum("ij,ij->j", Wj, self._inner.solve(Wj))
+        out[elim, 0] = diag
+        # blocks inside the rest: blocks of S^-1 (positions mapped into the rest)
+        pos = np.full(self.n, -1)
+        pos[rest] = np.arange(len(rest))
+        inner = self._inner.block_diagonal(pos[starts[rest]], sizes[rest], chunk)
+        out[rest, : inner.shape[1]] = inner
+        return out
+
+    def inverse_columns(self, cols: np.ndarray, rows: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
+        pos = np.full(self.n, -1)
+        pos[self._rest] = np.arange(len(self._rest))
+        cols = np.asarray(cols, dtype=np.int64)
+        rows_arr = np.arange(self.n) if rows is None else np.asarray(rows, dtype=np.int64)
+        if (pos[cols] >= 0).all() and (pos[rows_arr] >= 0).all():
+            return self._inner.inverse_columns(pos[cols], pos[rows_arr], chunk)
+        return super().inverse_columns(cols, rows, chunk)
+
+
+def _build(C: sp.spmatrix | np.ndarray, backend: str) -> Factor:
+    if backend == "dense":
+        return DenseFactor(C.toarray() if sp.issparse(C) else np.asarray(C))
+    if backend == "cholmod":
+        return CholmodFactor(sp.csc_matrix(C))
+    return SparseLUFactor(sp.csc_matrix(C))
+
+
+def factorize(C: sp.spmatrix | np.ndarray, backend: str = "auto", eliminate: np.ndarray | None = None) -> Factor:
     """Factorise a symmetric positive-definite matrix.
 
     Parameters
     ----------
     C : scipy.sparse matrix or numpy.ndarray
         The coefficient matrix.
-    backend : {"auto", "dense", "splu", "cholmod"}
-        ``"auto"`` picks dense for small systems, CHOLMOD when installed, else SuperLU.
+    backend : {"auto", "dense", "schur", "splu", "cholmod"}
+        ``"auto"``: eliminate ``eliminate`` when given and worthwhile, otherwise dense
+        for small systems, CHOLMOD when installed, else SuperLU.
+    eliminate : numpy.ndarray, optional
+        Indices whose block of ``C`` is diagonal (a random term with independent
+        levels and one coefficient); used by the ``"schur"`` back end.
 
     Returns
     -------
@@ -140,39 +309,17 @@ def factorize(C: sp.spmatrix | np.ndarray, backend: str = "auto") -> Factor:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     n = C.shape[0]
+    has_block = eliminate is not None and len(eliminate) > 0
     if backend == "auto":
-        backend = "dense" if n <= DENSE_MAX else ("cholmod" if _cholmod() is not None else "splu")
-    if backend == "dense":
-        dense = C.toarray() if sp.issparse(C) else np.asarray(C)
-        try:
-            low = sla.cholesky(dense, lower=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            raise EstimationError(
-                "the mixed model equations are singular (not positive definite); a fixed effect "
-                "may be confounded with a random term or a variance ratio is extreme"
-            ) from None
-        return Factor("dense", n, low, 2.0 * float(np.log(np.diag(low)).sum()))
-    C = sp.csc_matrix(C)
-    if backend == "cholmod":
-        cholmod = _cholmod()
-        if cholmod is None:
-            raise ValueError("backend='cholmod' needs scikit-sparse (pip install scikit-sparse)")
-        try:
-            f = cholmod.cholesky(C)
-        except Exception as exc:  # CholmodNotPositiveDefiniteError
-            raise EstimationError(f"the mixed model equations are not positive definite: {exc}") from None
-        return Factor("cholmod", n, f, float(f.logdet()))
-    try:
-        lu = spla.splu(C, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                       options={"SymmetricMode": True})
-    except RuntimeError:
-        raise EstimationError(
-            "the mixed model equations are singular; a fixed effect may be confounded with a "
-            "random term"
-        ) from None
-    du = lu.U.diagonal()
-    if (du <= 0).any() or not np.isfinite(du).all():
-        raise EstimationError(
-            "the mixed model equations are not positive definite (a non-positive pivot was met)"
-        )
-    return Factor("splu", n, lu, float(np.log(du).sum()))
+        if has_block and len(eliminate) >= 64 and n - len(eliminate) <= max(SCHUR_DENSE_MAX, n // 2):
+            backend = "schur"
+        elif n <= DENSE_MAX:
+            backend = "dense"
+        else:
+            backend = "cholmod" if _cholmod() is not None else "splu"
+    if backend == "schur":
+        if not has_block:
+            backend = "dense" if n <= DENSE_MAX else "splu"
+        else:
+            return SchurFactor(sp.csc_matrix(C), np.asarray(eliminate))
+    return _build(C, backend)

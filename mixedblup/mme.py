@@ -57,6 +57,9 @@ class CrossProducts:
         ``[[X'WX, X'WZ], [Z'WX, Z'WZ]]``, the data part of every coefficient matrix.
     penalty : scipy.sparse.csc_matrix
         ``blockdiag(0_p, K_t^-1 (x) I_k)``, the prior part (independent of the parameters).
+    eliminate : numpy.ndarray
+        Equations whose block of every coefficient matrix is diagonal (the largest
+        one-column term with independent levels), for the ``"schur"`` back end.
     """
 
     XtX: np.ndarray
@@ -75,6 +78,7 @@ class CrossProducts:
     penalty: sp.csc_matrix = field(repr=False)
     _t_pattern: sp.csc_matrix = field(repr=False)
     _t_order: np.ndarray = field(repr=False)
+    eliminate: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def size(self) -> int:
@@ -131,6 +135,7 @@ def cross_products(design: Design, covariances: Sequence[BoundCovariance]) -> Cr
         [sp.csc_matrix((p, p))] + [sp.kron(cov.precision, sp.identity(k), format="csc")
                                    for cov, k in zip(covariances, ks)], format="csc")
     t_pattern, t_order = _t_template(p, [len(c.levels) for c in covariances], ks)
+    eliminate = _diagonal_term(p, ZtZ, covariances, ks)
     return CrossProducts(
         XtX=XtX,
         XtZ=XtZ,
@@ -148,7 +153,23 @@ def cross_products(design: Design, covariances: Sequence[BoundCovariance]) -> Cr
         penalty=penalty,
         _t_pattern=t_pattern,
         _t_order=t_order,
+        eliminate=eliminate,
     )
+
+
+def _diagonal_term(p: int, ZtZ: sp.csc_matrix, covariances: Sequence[BoundCovariance],
+                   ks: Sequence[int]) -> np.ndarray:
+    """Equations of the largest one-column identity term whose Z'Z block is diagonal."""
+    best = np.zeros(0, dtype=np.int64)
+    offset = 0
+    for cov, k in zip(covariances, ks):
+        q = len(cov.levels) * k
+        if k == 1 and cov.is_identity and q > len(best):
+            block = ZtZ[offset: offset + q, offset: offset + q]
+            if block.nnz <= q and (block - sp.diags(block.diagonal())).count_nonzero() == 0:
+                best = p + offset + np.arange(q)
+        offset += q
+    return best
 
 
 def relative_factor(sigma: np.ndarray, residual: float, tol: float = 1e-10) -> np.ndarray:
@@ -208,6 +229,13 @@ class Solution:
     logdet_K: float
     ranks: tuple[int, ...]
     coefficient_matrix: sp.csc_matrix = field(repr=False)
+    eliminate: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def random_block_factor(self) -> Factor:
+        """Factor of the random-effect block ``C_zz`` alone (fixed effects taken as known)."""
+        p = len(self.beta)
+        backend = "auto" if self.factor.backend == "schur" else self.factor.backend
+        return factorize(self.coefficient_matrix[p:, p:], backend, self.eliminate - p)
 
 
 def coefficient_matrix(cp: CrossProducts, lambdas: Sequence[np.ndarray]) -> tuple[sp.csc_matrix, sp.csc_matrix]:
@@ -236,7 +264,7 @@ def solve_mme(cp: CrossProducts, lambdas: Sequence[np.ndarray], backend: str = "
     C, Tfull = coefficient_matrix(cp, lambdas)
     p = cp.p
     rhs = Tfull.T @ np.concatenate([cp.Xty, cp.Zty])
-    factor = factorize(C, backend)
+    factor = factorize(C, backend, cp.eliminate)
     sol = factor.solve(rhs)
     beta, b = sol[:p], sol[p:]
     T = Tfull[p:, p:].tocsc()
@@ -245,7 +273,7 @@ def solve_mme(cp: CrossProducts, lambdas: Sequence[np.ndarray], backend: str = "
     logdet_K = float(sum(r * cov.logdet for r, cov in zip(ranks, cp.covariances)))
     pwrss = float(cp.yty - sol @ rhs)
     return Solution(beta, np.asarray(u).ravel(), b, T, factor, factor.logdet(), max(pwrss, 0.0),
-                    logdet_K, ranks, C)
+                    logdet_K, ranks, C, cp.eliminate)
 
 
 def minus_two_loglik(cp: CrossProducts, sol: Solution, residual: float, reml: bool,

@@ -98,7 +98,7 @@ def test_weights_equal_duplicated_records():
     np.testing.assert_allclose(a.random_effects()["estimate"], b.random_effects()["estimate"], rtol=1e-10)
 
 
-@pytest.mark.parametrize("backend", ["dense", "splu"])
+@pytest.mark.parametrize("backend", ["dense", "splu", "schur"])
 def test_backends_agree(backend):
     data = mb.datasets.load("penicillin")
     v = {"plate": 0.7, "sample": 3.7, "residual": 0.3}
