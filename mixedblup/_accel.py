@@ -40,8 +40,9 @@ def jit(func: Callable[..., Any] | None = None, **options: Any) -> Any:
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
         if not NUMBA:
             return f
-        compiled = _numba.njit(cache=True, **options)(f)
-        compiled.py_func = f  # the pure version, for tests and fallbacks
-        return compiled
+        try:  # the pure version stays available as .py_func
+            return _numba.njit(cache=True, **options)(f)
+        except RuntimeError:  # no cache locator (e.g. code not in a file)
+            return _numba.njit(**options)(f)
 
     return wrap(func) if func is not None else wrap

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import stats
 
 from .design import Design
 from .errors import EstimationError
@@ -104,9 +105,11 @@ class MixedModelResults:
     variances_known : bool
         True when the variance components were given (BLUP with known variances).
     fixed_effects : pandas.DataFrame
-        Indexed by fixed-effect name: ``estimate, std_error, statistic, p_value,
+        Indexed by fixed-effect name: ``estimate, std_error, df, statistic, p_value,
         ci_lower, ci_upper, dropped``.  Dropped (rank-deficient) columns are NaN.
-        With known variances the statistic is a z (Wald) statistic.
+        With estimated variances the statistic is a ``t`` with Satterthwaite's
+        denominator df (lmerTest's) and a 95% ``t`` interval; with known variances a
+        ``z`` (Wald) statistic with ``df = inf``.
     variance_components : pandas.DataFrame
         Long table ``group, term1, term2, estimate, std_error, sdcor`` (``term2`` empty
         for variances; ``sdcor`` is the SD for a variance and the correlation for a
@@ -134,6 +137,9 @@ class MixedModelResults:
         Asymptotic covariance of the variance-component estimates (inverse observed
         information, rows and columns labelled ``(group, term1, term2)`` like
         ``variance_components``); ``None`` when the variances were given.
+    npar : int
+        Number of parameters counted by AIC and BIC (fixed effects plus covariance
+        parameters including the residual variance).
     """
 
     formula: str
@@ -159,6 +165,12 @@ class MixedModelResults:
     _sigmas: tuple[np.ndarray, ...] = field(repr=False)
     _residual: float = field(repr=False)
     _terms_info: pd.DataFrame = field(repr=False)
+    npar: int = 0
+    _minus_two_ll: float = field(default=np.nan, repr=False)
+    _varpar: Any = field(default=None, repr=False)
+    _frame: pd.DataFrame | None = field(default=None, repr=False)
+    _structures: tuple[Any, ...] | None = field(default=None, repr=False)
+    _backend: str = field(default="auto", repr=False)
 
     # ------------------------------------------------------------------ tables
     def random_effects(self, group: str | None = None) -> pd.DataFrame:
@@ -246,6 +258,292 @@ class MixedModelResults:
             residual_variance=s2,
         )
 
+    # ----------------------------------------------------------- broom vocabulary
+    def tidy(self, effects: str | Sequence[str] = ("fixed", "ran_pars"), *, conf_int: bool = False,
+             conf_level: float = 0.95, scales: str = "sdcor") -> pd.DataFrame:
+        """One row per estimate, in broom.mixed's vocabulary.
+
+        Parameters
+        ----------
+        effects : str or sequence of str
+            Any of ``"fixed"`` (fixed effects: ``estimate, std_error, statistic, df,
+            p_value``), ``"ran_pars"`` (variance parameters: ``sd__(Intercept)``,
+            ``cor__(Intercept).Days``, ``sd__Observation``) and ``"ran_vals"``
+            (BLUPs per level with their SEP).
+        conf_int : bool
+            Add ``conf_low, conf_high`` (Wald; ``t`` with Satterthwaite df for fixed effects).
+        conf_level : float
+            Coverage of the intervals.
+        scales : {"sdcor", "vcov"}
+            Report ran_pars as SDs and correlations, or variances and covariances.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``effect, group, level, term, estimate, std_error, statistic, df,
+            p_value`` (those that apply), RangeIndex.
+        """
+        from .tidy import tidy
+
+        return tidy(self, effects, conf_int=conf_int, conf_level=conf_level, scales=scales)
+
+    def glance(self) -> pd.DataFrame:
+        """One-row model summary: ``nobs, sigma, logLik, AIC, BIC, deviance/REMLcrit, df_residual ...``."""
+        from .tidy import glance
+
+        return glance(self)
+
+    def augment(self, data: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The data with ``.fitted, .resid, .fixed, .resid_fixed`` added, indexed like the input rows.
+
+        Parameters
+        ----------
+        data : pandas.DataFrame, optional
+            The data the model was fitted to (any extra columns are kept); rows dropped
+            for missing values are left out.  Without it, the model's own columns.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``.fitted`` is the conditional prediction ``X beta + Z u``, ``.fixed`` the
+            marginal (population) prediction ``X beta``; ``.resid = y - .fitted`` and
+            ``.resid_fixed = y - .fixed``.
+        """
+        from .tidy import augment
+
+        return augment(self, data)
+
+    # ------------------------------------------------------------------ inference
+    def anova(self, type: str = "III", ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """F tests of the fixed-effect terms (lmerTest's ``anova``).
+
+        Parameters
+        ----------
+        type : {"III", "I", "marginal"}
+            ``"I"``: sequential (lmerTest's type I).  ``"III"``/``"marginal"``: every
+            coefficient of a term is zero given all other terms; identical to lmerTest's
+            type III when no term is contained in another (``"III"`` refuses otherwise,
+            ``"marginal"`` tests the coefficients as coded).
+        ddf : {"Satterthwaite", "Kenward-Roger", "none"}
+            Denominator degrees of freedom (``"none"``: chi-squared tests, ``den_df = inf``).
+            With known variances every test is chi-squared.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by term: ``sum_sq, mean_sq, num_df, den_df, statistic (F), p_value``.
+        """
+        from .inference import anova
+
+        return anova(self, type=type, ddf=ddf)
+
+    def contrast(self, L: Any, ddf: str = "Satterthwaite") -> pd.Series:
+        """Wald F test of ``L beta = 0`` for a contrast matrix over the estimable fixed effects.
+
+        Parameters
+        ----------
+        L : array-like, pandas.Series or pandas.DataFrame
+            One row per hypothesis; labelled objects are aligned by fixed-effect name.
+        ddf : {"Satterthwaite", "Kenward-Roger", "none"}
+            Denominator degrees of freedom.
+
+        Returns
+        -------
+        pandas.Series
+            ``statistic (F), num_df, den_df, p_value`` (and ``estimate``, ``std_error``,
+            ``t`` for a single row).
+        """
+        from .inference import contrast_series
+
+        return contrast_series(self, L, ddf)
+
+    def confint(self, level: float = 0.95, method: str = "Wald", *,
+                parm: Sequence[str] | None = None) -> pd.DataFrame:
+        """Confidence intervals for fixed effects and variance components.
+
+        Parameters
+        ----------
+        level : float
+            Coverage.
+        method : {"Wald", "profile"}
+            ``"Wald"``: ``t`` intervals (Satterthwaite df) for fixed effects and
+            normal intervals (observed information) for variance components, the latter
+            truncated at zero for variances.  ``"profile"``: fixed effects as Wald,
+            variance components of one-column terms and the residual by profile likelihood.
+        parm : sequence of str, optional
+            Row labels to keep.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by ``fixed effect`` names and variance-component labels
+            (``var_<term>``, ``cov_<term>:<c1>,<c2>``, ``var_Residual``): ``estimate, lower, upper``.
+        """
+        from .inference import confint
+
+        return confint(self, level=level, method=method, parm=parm)
+
+    def profile(self, what: str, *, n: int = 21, width: float = 3.0) -> pd.DataFrame:
+        """Profile ``-2 log L`` of one variance parameter over a grid.
+
+        Parameters
+        ----------
+        what : str
+            A one-column term's name (its variance), ``"residual"`` or ``"h2:<term>"``
+            (the term's share of the total variance, see :meth:`heritability`).
+        n : int
+            Grid points.
+        width : float
+            The grid spans the values where ``|zeta| <= width``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``value, deviance, zeta`` with ``zeta`` the signed square root of the
+            deviance increase (lme4's ``profile``).
+        """
+        from .inference import profile
+
+        return profile(self, what, n=n, width=width)
+
+    def ratio(self, numerator: Any, over: Sequence[Any] | None = None, *, level: float = 0.95) -> pd.Series:
+        """A variance component as a share of a sum of components, with a delta-method SE.
+
+        Parameters
+        ----------
+        numerator : str or tuple
+            A term name (its variance; ``(term, column)`` for multi-column terms) or
+            ``"residual"``.
+        over : sequence, optional
+            Components summed in the denominator (the numerator is always included);
+            default every variance, residual included.
+        level : float
+            Coverage of the Wald interval.
+
+        Returns
+        -------
+        pandas.Series
+            ``estimate, std_error, ci_lower, ci_upper`` (SE NaN with known variances).
+        """
+        from .inference import ratio_estimate
+
+        return ratio_estimate(self, numerator, over, level=level)
+
+    def heritability(self, term: str | None = None, over: Sequence[Any] | None = None, *,
+                     level: float = 0.95, method: str = "delta") -> pd.Series:
+        """Heritability ``sigma2_term / (sum of variances)``, with SE and interval.
+
+        Parameters
+        ----------
+        term : str, optional
+            The genetic term; default the only term with a pedigree or relationship matrix.
+        over : sequence, optional
+            Denominator components (default: every variance, residual included).
+        level : float
+            Coverage of the interval.
+        method : {"delta", "profile"}
+            Wald interval from the delta method, or a profile-likelihood interval
+            (one-column terms, default denominator).
+
+        Returns
+        -------
+        pandas.Series
+            ``estimate, std_error, ci_lower, ci_upper``.
+        """
+        from .inference import heritability
+
+        return heritability(self, term, over, level=level, method=method)
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, newdata: pd.DataFrame | None = None, *, include_random: bool = True,
+                new_levels: str = "error", se: bool = False) -> pd.Series | pd.DataFrame:
+        """Predictions for new (or the training) data, encoded like the training data.
+
+        Parameters
+        ----------
+        newdata : pandas.DataFrame, optional
+            Rows to predict; the training data when omitted (``predict()`` equals
+            ``fitted``).  Rows with missing values in the needed columns are dropped.
+        include_random : bool
+            Conditional predictions ``X beta + Z u`` (True) or marginal ``X beta``.
+        new_levels : {"error", "population"}
+            Levels of a grouping factor not seen in training (and not defined by its
+            pedigree or relationship matrix): raise, or predict them at the population
+            level (random effect zero).
+        se : bool
+            Also return prediction standard errors: the SE of ``x'beta`` (marginal) or
+            the root prediction error variance of ``x'beta + z'u`` (conditional; a new
+            level adds its prior variance).
+
+        Returns
+        -------
+        pandas.Series or pandas.DataFrame
+            Indexed like ``newdata`` minus dropped rows; a DataFrame ``prediction, se``
+            when ``se=True``.
+        """
+        from .predict import predict
+
+        return predict(self, newdata, include_random=include_random, new_levels=new_levels, se=se)
+
+    # ------------------------------------------------------------------ breeding
+    def breeding_values(self, term: str | None = None) -> pd.DataFrame:
+        """BLUP, PEV, SEP, reliability and accuracy per level of a random term.
+
+        Parameters
+        ----------
+        term : str, optional
+            Term name; default the only term with a pedigree or relationship matrix
+            (or the only term).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by level (``level, coefficient`` for multi-column terms):
+            ``blup, pev, sep, reliability, accuracy, has_records``.
+        """
+        from .breeding import breeding_values
+
+        return breeding_values(self, term)
+
+    def ebv_decomposition(self, term: str | None = None, pedigree: Any = None) -> pd.DataFrame:
+        """Split each animal's EBV into parent average, own records and progeny (Mrode 3.5).
+
+        Parameters
+        ----------
+        term : str, optional
+            A one-column pedigree term; default the only pedigree term.
+        pedigree : Pedigree, optional
+            The pedigree used in the fit (needed when the results do not carry it).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by animal: ``ebv, parent_average, yield_deviation, progeny_contribution``,
+            their weights ``w_pa, w_yd, w_pc`` (summing to 1) and ``n_records``, with
+            ``ebv = w_pa * parent_average + w_yd * yield_deviation + w_pc * progeny_contribution``.
+        """
+        from .breeding import ebv_decomposition
+
+        return ebv_decomposition(self, term, pedigree)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | Path) -> Path:
+        """Write the results as JSON (parameters, tables' metadata) + NPZ (arrays); no pickle.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path
+            ``x`` or ``x.json``: writes ``x.json`` and ``x.npz``.
+
+        Returns
+        -------
+        pathlib.Path
+            The JSON file; load it with :func:`mixedblup.load`.
+        """
+        from .io import save
+
+        return save(self, path)
+
     # --------------------------------------------------------------- rendering
     def summary(self) -> Any:
         """A statsmodels-style report (``str()`` for text, HTML in notebooks)."""
@@ -277,25 +575,66 @@ def build_results(
     covariance_kinds: list[str],
     optimizer: Any = None,
     vc_covariance: np.ndarray | None = None,
+    data: pd.DataFrame | None = None,
+    structures: Sequence[Any] | None = None,
+    backend: str = "auto",
 ) -> MixedModelResults:
-    """Assemble a :class:`MixedModelResults` from the solved equations."""
+    """Assemble a :class:`MixedModelResults` from the solved equations.
+
+    Parameters
+    ----------
+    formula, method, variances_known, design, cp, solution, sigmas, residual, minus_two_ll
+        The fitted model (see :func:`mixedblup.fit`).
+    n_cov_params : int
+        Covariance parameters counted by AIC/BIC (residual included).
+    diagnostics : pandas.DataFrame
+        Checks that triggered (``check, level, message``); inference adds its own.
+    covariance_kinds : list of str
+        ``BoundCovariance.kind`` per term.
+    optimizer : OptSummary, optional
+        The estimation record (``None`` with known variances).
+    vc_covariance : numpy.ndarray, optional
+        Asymptotic covariance of the variance components.
+    data : pandas.DataFrame, optional
+        The data passed to ``fit``; its model columns are kept (``augment``, ``save``
+        and ``predict`` after ``load``).
+    structures : sequence, optional
+        The covariance structure of every term (``Pedigree`` objects are used by
+        :meth:`MixedModelResults.ebv_decomposition`).
+    backend : str
+        Factorisation back end, for later evaluations.
+    """
+    from .inference import fixed_effects_table, theta_from_sigmas, varpar_info
+
     p = cp.p
     factor = solution.factor
     n_eq = factor.n
     # var(beta_hat) = C11 (relative form: times sigma_e^2)
-    c11 = factor.inverse_columns(np.arange(p), np.arange(p)) * residual if p else np.zeros((0, 0))
-    c11 = (c11 + c11.T) / 2
+    c11 = _c11(factor, p) * residual
     fixed_names = [n for n, k in zip(design.fixed_names, design.fixed_kept) if k]
-    se = np.sqrt(np.clip(np.diag(c11), 0, None))
-    z = solution.beta / se
-    crit = stats.norm.ppf(0.975)
-    fe = pd.DataFrame(
-        {"estimate": solution.beta, "std_error": se, "statistic": z,
-         "p_value": 2 * stats.norm.sf(np.abs(z)),
-         "ci_lower": solution.beta - crit * se, "ci_upper": solution.beta + crit * se},
-        index=pd.Index(fixed_names, name="term"),
-    ).reindex(pd.Index(design.fixed_names, name="term"))
+    varpar = None
+    diag_rows: list[dict[str, str]] = []
+    if not variances_known and design.terms:
+        theta = getattr(optimizer, "theta", None)
+        if theta is None:
+            theta = theta_from_sigmas(design, sigmas, residual)
+        try:
+            varpar = varpar_info(cp, design, np.asarray(theta, dtype=float), residual, method == "REML",
+                                 backend)
+        except EstimationError as exc:
+            diag_rows.append({"check": "satterthwaite", "level": "warning",
+                              "message": f"Satterthwaite df unavailable: {exc}"})
+        if varpar is not None and not varpar.positive_definite:
+            diag_rows.append({"check": "satterthwaite", "level": "warning",
+                              "message": "the Hessian of the criterion in the variance parameters is not "
+                                         "positive definite; Satterthwaite df are NaN and tests fall back to z"})
+    fe = fixed_effects_table(solution.beta, c11, fixed_names, varpar).reindex(
+        pd.Index(design.fixed_names, name="term"))
     fe["dropped"] = ~design.fixed_kept
+    if diag_rows:
+        extra = pd.DataFrame(diag_rows, columns=["check", "level", "message"])
+        diagnostics = extra if diagnostics is None or diagnostics.empty else pd.concat(
+            [diagnostics, extra], ignore_index=True)
 
     # PEV: diagonal blocks of C^-1 over each level's r coefficients, mapped back by Lambda
     starts, sizes = _partition(p, cp, solution.ranks)
@@ -369,8 +708,31 @@ def build_results(
         nobs=design.n, fitted=fitted, residuals=resid, dropped_rows=design.dropped_rows,
         diagnostics=diagnostics, optimizer=optimizer,
         vcov_variance_components=vcov_vc, _random=random, _design=design, _cp=cp, _solution=solution,
-        _sigmas=tuple(sigmas), _residual=residual, _terms_info=info,
+        _sigmas=tuple(np.atleast_2d(np.asarray(x, dtype=float)) for x in sigmas), _residual=float(residual),
+        _terms_info=info, npar=int(npar), _minus_two_ll=float(minus_two_ll), _varpar=varpar,
+        _frame=_model_frame(data, design, formula), _structures=None if structures is None else tuple(structures),
+        _backend=backend,
     )
+
+
+def _c11(factor: Any, p: int) -> np.ndarray:
+    """``C^-1[:p, :p]`` by ``p`` solves."""
+    if not p:
+        return np.zeros((0, 0))
+    units = np.zeros((factor.n, p))
+    units[np.arange(p), np.arange(p)] = 1.0
+    c11 = np.asarray(factor.solve(units))[:p]
+    return (c11 + c11.T) / 2
+
+
+def _model_frame(data: pd.DataFrame | None, design: Design, formula: str) -> pd.DataFrame | None:
+    """The model's columns of the kept rows (what ``augment``, ``save`` and ``predict`` reuse)."""
+    if data is None:
+        return None
+    from .formula import parse_formula
+
+    cols = list(parse_formula(formula, data.columns).variables)
+    return data.loc[design.index, cols].copy()
 
 
 def _lambda_of(solution: Solution, t_i: int, cp: CrossProducts) -> np.ndarray:
@@ -401,6 +763,9 @@ def _partition(p: int, cp: CrossProducts, ranks: tuple[int, ...]) -> tuple[np.nd
 def _zz_factor(solution: Solution):
     """Factor of the random-effect block alone (lme4's conditional variances)."""
     from .factor import factorize
+
+    if hasattr(solution, "random_block_factor"):
+        return solution.random_block_factor()
 
     p = len(solution.beta)
     C = solution.coefficient_matrix
