@@ -38,8 +38,14 @@ __all__ = ["Design", "TermDesign", "build_design", "term_names", "group_labels",
 #: What to do with rows that have missing values in model columns.
 NA_ACTIONS = ("drop", "raise")
 
-#: Relative tolerance of the pivoted-QR rank test (lme4 uses 1e-7).
+#: Relative tolerance of the QR rank test (lme4 uses 1e-7).
 RANK_TOL = 1e-7
+
+#: X is kept dense up to this many elements (n x p); larger designs stay sparse.
+DENSE_X_MAX = 20_000_000
+
+#: Largest sparse X whose rank deficiency is resolved column by column.
+SPARSE_RANK_DENSE_MAX = 4000
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,9 @@ class Design:
     ----------
     y : numpy.ndarray
         Response, one value per kept row.
-    X : numpy.ndarray
-        Fixed-effect design with rank-deficient columns removed.
+    X : numpy.ndarray or scipy.sparse.csc_matrix
+        Fixed-effect design with rank-deficient columns removed (sparse when
+        ``n * p`` exceeds ``DENSE_X_MAX``, e.g. thousands of herd-year levels).
     fixed_names : tuple of str
         Names of all fixed-effect columns, dropped ones included.
     fixed_kept : numpy.ndarray
@@ -114,7 +121,7 @@ class Design:
     """
 
     y: np.ndarray
-    X: np.ndarray
+    X: np.ndarray | sp.csc_matrix
     fixed_names: tuple[str, ...]
     fixed_kept: np.ndarray
     terms: tuple[TermDesign, ...]
@@ -157,10 +164,10 @@ def _lme4_name(name: str) -> str:
     return "(Intercept)" if name == "Intercept" else name
 
 
-def _model_matrix(formula: str, frame: pd.DataFrame, context: dict, what: str) -> Any:
+def _model_matrix(formula: str, frame: pd.DataFrame, context: dict, what: str, **options: Any) -> Any:
     """formulaic's model_matrix, its own errors re-raised as FormulaError naming the piece."""
     try:
-        return model_matrix(formula, frame, context=context, na_action="ignore")
+        return model_matrix(formula, frame, context=context, na_action="ignore", **options)
     except MixedBlupError:
         raise
     except Exception as exc:  # formulaic raises several unrelated exception types
@@ -250,28 +257,34 @@ def _response(frame: pd.DataFrame, spec: FormulaSpec, context: dict) -> np.ndarr
     return y
 
 
-def _fixed(frame: pd.DataFrame, spec: FormulaSpec, context: dict) -> tuple[np.ndarray, tuple[str, ...], np.ndarray, Any]:
-    """X via formulaic, then pivoted-QR rank detection (A9)."""
-    mm = _model_matrix(spec.fixed, frame, context, "fixed part")
-    names = tuple(_lme4_name(c) for c in mm.columns)
-    X = np.asarray(mm, dtype=float)
-    if not np.isfinite(X).all():
-        bad = ~np.isfinite(X)
-        cols = [names[j] for j in np.nonzero(bad.any(axis=0))[0]]
-        rows = list(frame.index[bad.any(axis=1)])
+def _fixed(frame: pd.DataFrame, spec: FormulaSpec, context: dict
+           ) -> tuple[np.ndarray | sp.csc_matrix, tuple[str, ...], np.ndarray, Any]:
+    """X via formulaic (sparse when large), then rank detection (A9)."""
+    mm = _model_matrix(spec.fixed, frame, context, "fixed part", output="sparse")
+    names = tuple(_lme4_name(c) for c in mm.model_spec.column_names)
+    Xs = sp.csc_matrix(mm, dtype=float)
+    if not np.isfinite(Xs.data).all():
+        coo = Xs.tocoo()
+        bad = ~np.isfinite(coo.data)
+        cols = sorted({names[j] for j in coo.col[bad]})
+        rows = list(frame.index[np.unique(coo.row[bad])])
         raise DataError(f"fixed-effect columns {preview(cols)} are not finite in rows {preview(rows)}")
-    kept = np.ones(X.shape[1], dtype=bool)
-    if X.shape[1]:
-        kept = _independent_columns(X)
+    n, p = Xs.shape
+    dense = n * p <= DENSE_X_MAX
+    X: np.ndarray | sp.csc_matrix = Xs.toarray() if dense else Xs
+    kept = np.ones(p, dtype=bool)
+    if p:
+        kept = _independent_columns(X) if dense else _independent_sparse_columns(Xs, names)
         if not kept.all():
-            dropped = [n for n, k in zip(names, kept) if not k]
+            dropped = [nm for nm, k in zip(names, kept) if not k]
             warnings.warn(
                 f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s): "
                 f"{preview(dropped)}; they are reported as NaN",
                 RankDeficiencyWarning,
                 stacklevel=4,
             )
-    return X[:, kept], names, kept, mm.model_spec
+    X = X[:, kept] if dense else Xs[:, np.nonzero(kept)[0]]
+    return X, names, kept, mm.model_spec
 
 
 def _independent_columns(X: np.ndarray) -> np.ndarray:
@@ -287,6 +300,52 @@ def _independent_columns(X: np.ndarray) -> np.ndarray:
     diag = np.zeros(X.shape[1])
     diag[: min(r.shape)] = np.abs(np.diag(r))
     return (diag > RANK_TOL) & (norms > 0)
+
+
+def _independent_sparse_columns(X: sp.csc_matrix, names: tuple[str, ...]) -> np.ndarray:
+    """Rank detection for a large sparse X through the scaled ``X'X``.
+
+    First a certificate: a sparse factorisation whose pivots are all clearly positive
+    proves full rank (the usual case, and cheap).  Otherwise, up to
+    ``SPARSE_RANK_DENSE_MAX`` columns, a Cholesky of ``X'X`` in the original column
+    order drops each column whose pivot (its squared norm after projection on the
+    earlier columns) is below ``RANK_TOL**2``; beyond that the user is asked to
+    remove the confounded columns.
+    """
+    import scipy.sparse.linalg as spla
+
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0)).ravel())
+    nonzero = norms > 0
+    safe = np.where(nonzero, norms, 1.0)
+    Xn = X @ sp.diags(1.0 / safe)
+    XtX = (Xn.T @ Xn).tocsc()
+    p = X.shape[1]
+    idx = np.nonzero(nonzero)[0]
+    try:
+        lu = spla.splu(XtX[idx][:, idx].tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                       options={"SymmetricMode": True})
+        if lu.U.diagonal().min() > 1e3 * RANK_TOL ** 2:
+            return nonzero
+    except RuntimeError:
+        pass
+    if p > SPARSE_RANK_DENSE_MAX:
+        raise DataError(
+            f"the fixed-effect design ({p} columns) is rank deficient (confounded factors, e.g. "
+            "herd and herd-year both fixed, or empty cells of an interaction); with more than "
+            f"{SPARSE_RANK_DENSE_MAX} columns mixedblup cannot choose the columns to drop: remove the "
+            "confounded effects from the formula"
+        )
+    A = XtX.toarray()
+    L = np.zeros_like(A)
+    kept = np.zeros(p, dtype=bool)
+    for j in range(p):
+        if not nonzero[j]:
+            continue
+        v = A[j:, j] - L[j:, :j] @ L[j, :j]
+        if v[0] > RANK_TOL ** 2:
+            L[j:, j] = v / np.sqrt(v[0])
+            kept[j] = True
+    return kept
 
 
 def group_labels(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[pd.Index, pd.Index]:

@@ -38,7 +38,8 @@ class CrossProducts:
     Attributes
     ----------
     XtX, XtZ, ZtZ : arrays
-        ``X'WX`` (dense), ``X'WZ`` (dense ``p x q``) and ``Z'WZ`` (sparse).
+        ``X'WX`` (dense, sparse beyond 2,000 columns), ``X'WZ`` (dense ``p x q``, sparse
+        when X is sparse) and ``Z'WZ`` (sparse).
     Xty, Zty : numpy.ndarray
         ``X'Wy`` and ``Z'Wy``.
     yty : float
@@ -119,12 +120,16 @@ def cross_products(design: Design, covariances: Sequence[BoundCovariance]) -> Cr
     """Compute ``X'WX, X'WZ, Z'WZ, X'Wy, Z'Wy, y'Wy`` for a design."""
     X, y, Z = design.X, design.y, design.Z.tocsc()
     w = design.weights
-    Xw = X if w is None else X * w[:, None]
+    Xw = X if w is None else (sp.diags(w) @ X if sp.issparse(X) else X * w[:, None])
     yw = y if w is None else y * w
     Zw = Z if w is None else sp.diags(w) @ Z
     offsets = tuple(int(o) for o in np.cumsum([0] + [t.q for t in design.terms])[:-1])
     XtX = X.T @ Xw
-    XtZ = np.asarray((Zw.T @ X).T) if Z.shape[1] else np.zeros((X.shape[1], 0))
+    if sp.issparse(X):
+        XtX = XtX.toarray() if X.shape[1] <= 2000 else sp.csc_matrix(XtX)
+        XtZ = sp.csc_matrix(X.T @ Zw)
+    else:
+        XtZ = np.asarray((Zw.T @ X).T) if Z.shape[1] else np.zeros((X.shape[1], 0))
     ZtZ = sp.csc_matrix(Z.T @ Zw)
     M = sp.bmat([[sp.csc_matrix(XtX), sp.csc_matrix(XtZ)], [sp.csc_matrix(XtZ.T), ZtZ]], format="csc")
     if M is None or M.shape[0] == 0:
@@ -140,7 +145,7 @@ def cross_products(design: Design, covariances: Sequence[BoundCovariance]) -> Cr
         XtX=XtX,
         XtZ=XtZ,
         ZtZ=ZtZ,
-        Xty=X.T @ yw,
+        Xty=np.asarray(X.T @ yw).ravel(),
         Zty=np.asarray(Z.T @ yw).ravel(),
         yty=float(y @ yw),
         n=design.n,

@@ -161,3 +161,29 @@ def test_duplicate_column_names(small):
 def test_weights_must_be_positive(small):
     with pytest.raises(mb.DataError, match=r"weights 'w'.*rows 2"):
         design("y ~ x + (1|g)", small.assign(w=[1, 1, 0, 1, 1, 1, 1, 1.0]), weights="w")
+
+
+def test_sparse_fixed_design_matches_dense(small, monkeypatch):
+    import mixedblup.design as design_module
+
+    dense = mb.fit("y ~ s + x + (1|g)", small, variances={"g": 1.0, "residual": 1.0})
+    monkeypatch.setattr(design_module, "DENSE_X_MAX", 1)
+    sparse = mb.fit("y ~ s + x + (1|g)", small, variances={"g": 1.0, "residual": 1.0})
+    import scipy.sparse as sp
+
+    assert sp.issparse(sparse._design.X)
+    pd.testing.assert_frame_equal(dense.fixed_effects, sparse.fixed_effects, rtol=1e-10)
+    pd.testing.assert_frame_equal(dense.random_effects(), sparse.random_effects(), rtol=1e-10)
+
+
+def test_sparse_rank_deficiency(small, monkeypatch):
+    import mixedblup.design as design_module
+
+    monkeypatch.setattr(design_module, "DENSE_X_MAX", 1)
+    data = small.assign(x2=small.x * 2.0)
+    with pytest.warns(mb.RankDeficiencyWarning, match="x2"):
+        d = design("y ~ x + x2 + (1|g)", data)
+    assert list(d.fixed_kept) == [True, True, False]
+    monkeypatch.setattr(design_module, "SPARSE_RANK_DENSE_MAX", 2)
+    with pytest.raises(mb.DataError, match="confounded"):
+        design("y ~ x + x2 + (1|g)", data)
