@@ -7,48 +7,86 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .covariance import CovarianceStructure, as_covariance
-from .design import build_design, term_names
+from .design import build_design, joint_name, term_names
 from .errors import CovarianceError, DataWarning, FormulaError
 from .formula import FormulaSpec, parse_formula
 from .mme import cross_products, minus_two_loglik, relative_factor, solve_mme
 from .results import MixedModelResults, build_results
 from .variances import parse_variances
 
-__all__ = ["fit", "resolve_covariances", "METHODS"]
+__all__ = ["fit", "resolve_covariances", "CovarianceSpec", "METHODS"]
 
 #: Likelihoods mixedblup evaluates.
 METHODS = ("REML", "ML")
 
 
-def resolve_covariances(spec: FormulaSpec, cov: Mapping[str, Any] | None) -> dict[str, CovarianceStructure]:
+@dataclass(frozen=True)
+class CovarianceSpec:
+    """Resolved ``cov=``: a structure per term name, and the groups of terms sharing one.
+
+    Attributes
+    ----------
+    structures : dict
+        Term name (and joint-term name) -> covariance structure.
+    joint : tuple of tuples of str
+        Groups of term names that share one structure with an unstructured covariance
+        between them (from tuple keys such as ``("animal", "dam")``).
+    """
+
+    structures: dict[str, CovarianceStructure]
+    joint: tuple[tuple[str, ...], ...]
+
+
+def resolve_covariances(spec: FormulaSpec, cov: Mapping[Any, Any] | None) -> CovarianceSpec:
     """Covariance structure of every random term, by term name.
 
     ``cov`` maps a grouping factor (``"animal"``, ``"cask:batch"``) to a
     :class:`~mixedblup.Pedigree`, a :class:`~mixedblup.Relationship` or ``None``;
-    it applies to every term with that grouping factor.  Terms not named get
+    it applies to every term with that grouping factor.  A tuple of grouping factors
+    as key, ``cov={("animal", "dam"): ped}``, makes their terms share the structure
+    with an unstructured covariance between them (direct-maternal, direct-social
+    effects): they become one joint term named ``"animal,dam"``.  Terms not named get
     :class:`~mixedblup.covariance.Identity`.
     """
     cov = dict(cov or {})
     names = term_names(spec.random)
-    groups = {t.group for t in spec.random}
-    for key in cov:
+    groups = [t.group for t in spec.random]
+    by_group: dict[str, Any] = {}
+    joint: list[tuple[str, ...]] = []
+    for key, value in cov.items():
+        members = key if isinstance(key, tuple) else (key,)
+        for member in members:
+            if member not in groups:
+                raise CovarianceError(
+                    f"cov names {member!r}, which is not a grouping factor of the formula; the "
+                    f"grouping factors are {sorted(set(groups))}"
+                )
+            if member in by_group:
+                raise CovarianceError(f"cov gives grouping factor {member!r} twice")
+            by_group[member] = value
         if isinstance(key, tuple):
-            raise CovarianceError(
-                f"cov key {key!r}: covariances shared between terms are not supported yet; give one "
-                "grouping factor per key"
-            )
-        if key not in groups:
-            raise CovarianceError(
-                f"cov names {key!r}, which is not a grouping factor of the formula; the grouping "
-                f"factors are {sorted(groups)}"
-            )
-    return {name: as_covariance(cov.get(term.group), name) for name, term in zip(names, spec.random)}
+            if len(set(key)) < 2:
+                raise CovarianceError(f"cov key {key!r}: a shared covariance needs two or more grouping factors")
+            for member in key:
+                if groups.count(member) != 1:
+                    raise CovarianceError(
+                        f"grouping factor {member!r} has {groups.count(member)} terms; a shared "
+                        "covariance needs exactly one term per grouping factor"
+                    )
+            joint.append(tuple(key))
+    structures = {name: as_covariance(by_group.get(group), name) for name, group in zip(names, groups)}
+    for group in joint:
+        structures[joint_name(group)] = structures[group[0]]
+        for member in group[1:]:
+            structures[member] = structures[group[0]]
+    return CovarianceSpec(structures, tuple(joint))
 
 
 def _warn_fixed_and_random(spec: FormulaSpec) -> list[str]:
@@ -92,7 +130,9 @@ def fit(
         (numerator relationship matrix through its sparse inverse), a
         :class:`~mixedblup.Relationship` (user G or G-inverse, matched by label) or
         ``None`` (independent levels).  Levels defined by the structure but without
-        records (ancestors) get BLUPs.
+        records (ancestors) get BLUPs.  A tuple key, ``{("animal", "dam"): ped}``,
+        makes the terms share the structure with an unstructured covariance between
+        them (one joint term ``"animal,dam"``; its variances are given as a matrix).
     variances : dict, optional
         Known variance components: term name -> variance (or ``k x k`` covariance
         matrix for ``(x | g)``), and ``"residual"``.  The textbook BLUP path.
@@ -134,12 +174,12 @@ def fit(
             "a mixed model (use ordinary least squares, e.g. statsmodels' OLS)"
         )
     _warn_fixed_and_random(spec)
-    structures = resolve_covariances(spec, cov)
+    covs = resolve_covariances(spec, cov)
     design = build_design(
-        spec, data, levels={name: s.labels for name, s in structures.items()},
-        na_action=na_action, weights=weights,
+        spec, data, levels={name: s.labels for name, s in covs.structures.items()},
+        na_action=na_action, weights=weights, joint=covs.joint,
     )
-    bound = [structures[t.name].bind(t.levels) for t in design.terms]
+    bound = [covs.structures[t.name].bind(t.levels) for t in design.terms]
     cp = cross_products(design, bound)
     if variances is None:
         from .estimate import estimate_variances, variance_component_covariance

@@ -12,7 +12,7 @@ Columns of Z are level-major: level ``j``'s coefficients occupy columns
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,13 @@ class TermDesign:
     n_observed : int
         Number of levels with at least one record.
     lhs_spec : object
-        formulaic ModelSpec of the term's columns (re-encodes new data).
+        formulaic ModelSpec of the term's columns (re-encodes new data); ``None`` for a
+        joint term (see ``members``).
+    members : tuple of TermDesign
+        For a joint term (several terms sharing one covariance structure with an
+        unstructured covariance between them, e.g. direct and maternal genetic
+        effects): the member terms, whose columns are concatenated in this term.
+        Empty for an ordinary term.
     """
 
     name: str
@@ -79,6 +85,7 @@ class TermDesign:
     Z: sp.csr_matrix
     n_observed: int
     lhs_spec: Any = field(repr=False)
+    members: tuple[TermDesign, ...] = field(default=(), repr=False)
 
     @property
     def k(self) -> int:
@@ -147,6 +154,57 @@ class Design:
         if not self.terms:
             return sp.csr_matrix((self.n, 0))
         return sp.hstack([t.Z for t in self.terms], format="csr")
+
+
+def joint_name(groups: tuple[str, ...]) -> str:
+    """Name of a joint term made of the terms of ``groups``: ``"animal,dam"``."""
+    return ",".join(groups)
+
+
+def join_terms(terms: tuple[TermDesign, ...], groups: tuple[str, ...]) -> TermDesign:
+    """Merge terms sharing one covariance structure into a single joint term.
+
+    The joint term's columns are the members' columns side by side (named after the
+    member, ``"dam"`` for an intercept, ``"dam:x"`` otherwise); its Z maps each row to
+    every member's level, so one unstructured covariance matrix covers the variances
+    of all members and the covariances between them (direct-maternal, direct-social).
+
+    Parameters
+    ----------
+    terms : tuple of TermDesign
+        The members, with identical levels (those of the shared structure).
+    groups : tuple of str
+        Their names, in order.
+
+    Returns
+    -------
+    TermDesign
+    """
+    first = terms[0]
+    for t in terms[1:]:
+        if not t.levels.equals(first.levels):
+            raise FormulaError(
+                f"terms {groups} must share their levels to share a covariance; give them the same "
+                "pedigree or relationship matrix"
+            )
+    n = first.Z.shape[0]
+    q = len(first.levels)
+    k = sum(t.k for t in terms)
+    rows, cols, vals, names = [], [], [], []
+    offset = 0
+    for t in terms:
+        coo = t.Z.tocoo()
+        level, col = np.divmod(coo.col, t.k)
+        rows.append(coo.row)
+        cols.append(level * k + offset + col)
+        vals.append(coo.data)
+        names.extend(t.name if c == "(Intercept)" else f"{t.name}:{c}" for c in t.columns)
+        offset += t.k
+    Z = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, q * k))
+    name = joint_name(groups)
+    observed = np.asarray(abs(Z).sum(axis=0)).ravel().reshape(q, k).any(axis=1).sum()
+    spec = RandomTerm(lhs=" + ".join(t.term.lhs for t in terms), factors=(name,), correlated=True)
+    return TermDesign(name, spec, tuple(names), first.levels, Z, int(observed), None, tuple(terms))
 
 
 def term_names(terms: tuple[RandomTerm, ...]) -> list[str]:
@@ -419,6 +477,26 @@ def _random_term(
     return TermDesign(name, term, columns, levels, Z, len(observed), mm.model_spec)
 
 
+def _merge_joint(terms: tuple[TermDesign, ...], joint: Sequence[tuple[str, ...]]) -> tuple[TermDesign, ...]:
+    """Replace each group of ``joint`` by its joint term, at the first member's place."""
+    if not joint:
+        return terms
+    by_name = {t.name: t for t in terms}
+    out: list[TermDesign] = []
+    done: set[str] = set()
+    for t in terms:
+        group = next((g for g in joint if t.name in g), None)
+        if group is None:
+            out.append(t)
+        elif group[0] not in done:
+            missing = [g for g in group if g not in by_name]
+            if missing:
+                raise FormulaError(f"joint covariance names {missing}, which are not terms of the formula")
+            out.append(join_terms(tuple(by_name[g] for g in group), tuple(group)))
+            done.add(group[0])
+    return tuple(out)
+
+
 def build_design(
     spec: FormulaSpec,
     data: pd.DataFrame,
@@ -426,6 +504,7 @@ def build_design(
     levels: Mapping[str, pd.Index | None] | None = None,
     na_action: str = "drop",
     weights: str | None = None,
+    joint: Sequence[tuple[str, ...]] = (),
 ) -> Design:
     """Materialise a parsed formula on a DataFrame.
 
@@ -443,6 +522,8 @@ def build_design(
         :class:`~mixedblup.errors.RowsDroppedWarning`, or raise.
     weights : str, optional
         Name of a column of precision weights (``var(e_i) = sigma_e^2 / w_i``).
+    joint : sequence of tuples of str
+        Groups of term names merged into one joint term each (see :func:`join_terms`).
 
     Returns
     -------
@@ -485,4 +566,5 @@ def build_design(
         _random_term(frame, term, name, context, levels.get(name))
         for term, name in zip(spec.random, names)
     )
+    terms = _merge_joint(terms, joint)
     return Design(y, X, fixed_names, kept, terms, frame.index, dropped, spec.response, fixed_spec, w)

@@ -91,6 +91,7 @@ def parse_variances(variances: Mapping[str, Any], terms: Sequence[TermDesign]) -
     """
     if not isinstance(variances, Mapping):
         raise CovarianceError(f"variances must be a dict of term name -> variance; got {type(variances).__name__}")
+    variances = {(",".join(k) if isinstance(k, tuple) else k): v for k, v in variances.items()}
     names = [t.name for t in terms]
     residual_keys = [k for k in variances if is_residual_key(k)]
     unknown = [k for k in variances if not is_residual_key(k) and k not in names]
