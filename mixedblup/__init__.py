@@ -10,6 +10,7 @@ their sparse inverse, and Henderson's mixed model equations.
 
 from . import datasets
 from .api import fit
+from .compare import compare
 from .covariance import Identity, Relationship
 from .errors import (
     ConvergenceWarning,
@@ -29,6 +30,7 @@ from .errors import (
     SingularFitWarning,
 )
 from .formula import parse_formula
+from .io import load
 from .pedigree import Pedigree
 from .results import MixedModelResults
 
@@ -36,6 +38,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "fit",
+    "compare",
+    "load",
     "parse_formula",
     "Pedigree",
     "Relationship",

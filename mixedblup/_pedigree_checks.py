@@ -146,7 +146,9 @@ def ingest(
 ) -> IngestedPedigree:
     """Normalise and check a pedigree frame; see :meth:`Pedigree.from_frame` (internal).
 
-    All labels are factorised once; the checks then work on integer codes.
+    Each column is factorised, only its distinct values are normalised (with
+    :func:`~mixedblup.labels.normalize_labels`) and the three are merged into one set of
+    integer codes, on which every check works.
 
     Raises
     ------

@@ -4,6 +4,9 @@ The CSV files live in the repository's top-level ``datasets/`` folder and are
 shipped inside the wheel (as ``mixedblup/_datasets``), so they are available after
 a normal ``pip install``.  Provenance and column descriptions are in
 ``datasets/README.md`` and :func:`describe`.
+
+:func:`simulate` makes pedigrees and records of any size from known variance
+components (benchmarks, teaching, simulation studies).
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-__all__ = ["load", "names", "describe", "data_path"]
+from .simulate import SimulatedPopulation, simulate_population
+
+__all__ = ["load", "names", "describe", "data_path", "simulate", "SimulatedPopulation"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,15 @@ _CATALOG: dict[str, _Entry] = {
                          "Penicillin assay, crossed plates and samples (lme4's Penicillin)."),
     "pastes": _Entry("pastes.csv", ("batch", "cask", "sample"),
                      "Paste strength, casks nested in batches (lme4's Pastes)."),
+    "mrode_2_1_pedigree": _Entry("mrode_2_1_pedigree.csv", ("animal", "sire", "dam"),
+                                 "Six-animal pedigree with inbreeding, Mrode (2005) Section 2.1 "
+                                 "(animals 5 and 6 have F = 0.125)."),
+    "dairy": _Entry("dairy.csv", ("animal", "dam", "herd", "herd_year", "parity", "pe"),
+                    "Simulated dairy records: 3,168 lactations of 1,430 cows, herd-year, parity, "
+                    "repeated records and maternal effects (datasets/make_dairy.py, seed 20240607)."),
+    "dairy_pedigree": _Entry("dairy_pedigree.csv", ("animal", "sire", "dam", "sex", "herd"),
+                             "Pedigree of the simulated dairy set: 4,000 animals, 8 overlapping "
+                             "generations, 20 AI sires per generation, 3% unknown parents."),
 }
 
 
@@ -87,3 +102,40 @@ def load(name: str) -> pd.DataFrame:
     path = data_path() / entry.file
     return pd.read_csv(path, dtype={c: str for c in entry.ids}, keep_default_na=False,
                        na_values={c: [] for c in entry.ids})
+
+
+def simulate(n_animals: int = 10_000, *, seed: int | None = 0, **options: Any) -> SimulatedPopulation:
+    """Simulate a dairy-like pedigree and records with known variance components.
+
+    A thin front door to :func:`mixedblup.simulate.simulate_population`: overlapping
+    generations, dams kept within herds, a limited number of AI sires per generation
+    used across herds (the sparse, clustered structure of real pedigrees), repeated
+    records with herd-year, permanent-environment and optionally maternal effects.
+
+    Parameters
+    ----------
+    n_animals : int
+        Animals in the pedigree (all generations).
+    seed : int, optional
+        Random seed; the same seed gives the same population.
+    **options
+        Any keyword of :func:`~mixedblup.simulate.simulate_population`:
+        ``n_generations, n_herds, sires_per_generation, unknown_parent_rate,
+        recorded_fraction, records_per_animal, additive, maternal, cov_am, pe,
+        herd_year, residual, years_per_generation, string_ids, shuffle``.
+
+    Returns
+    -------
+    SimulatedPopulation
+        ``pedigree`` (``id, sire, dam, generation, herd, sex``; unknown parents ``"0"``),
+        ``records`` (``id, herd_year, parity, dam, y, herd, year, pe``), the true
+        ``breeding_values`` and ``maternal_values``, and the ``parameters`` used.
+
+    Examples
+    --------
+    >>> import mixedblup as mb
+    >>> pop = mb.datasets.simulate(2000, n_generations=5, pe=0.1, records_per_animal=2, seed=1)
+    >>> sorted(pop.parameters)
+    ['additive', 'cov_am', 'herd_year', 'maternal', 'pe', 'residual']
+    """
+    return simulate_population(n_animals, seed=seed, **options)

@@ -171,6 +171,7 @@ class MixedModelResults:
     _frame: pd.DataFrame | None = field(default=None, repr=False)
     _structures: tuple[Any, ...] | None = field(default=None, repr=False)
     _backend: str = field(default="auto", repr=False)
+    _fixed_terms: tuple[tuple[str, list[int], frozenset[str]], ...] = field(default=(), repr=False)
 
     # ------------------------------------------------------------------ tables
     def random_effects(self, group: str | None = None) -> pd.DataFrame:
@@ -257,6 +258,13 @@ class MixedModelResults:
             n_fixed=len(names),
             residual_variance=s2,
         )
+
+    @cached_property
+    def _kenward_roger(self) -> Any:
+        """Kenward-Roger ingredients (dense; computed on first use)."""
+        from .kenward_roger import compute_parts
+
+        return compute_parts(self)
 
     # ----------------------------------------------------------- broom vocabulary
     def tidy(self, effects: str | Sequence[str] = ("fixed", "ran_pars"), *, conf_int: bool = False,
@@ -376,8 +384,9 @@ class MixedModelResults:
         Returns
         -------
         pandas.DataFrame
-            Indexed by ``fixed effect`` names and variance-component labels
-            (``var_<term>``, ``cov_<term>:<c1>,<c2>``, ``var_Residual``): ``estimate, lower, upper``.
+            Indexed by fixed-effect names and variance-component labels (``var(<term>)``,
+            ``var(<term>:<column>)``, ``cov(<term>:<c1>,<c2>)``, ``var(Residual)``):
+            ``estimate, lower, upper, method``.
         """
         from .inference import confint
 
@@ -578,6 +587,7 @@ def build_results(
     data: pd.DataFrame | None = None,
     structures: Sequence[Any] | None = None,
     backend: str = "auto",
+    fixed_terms: Sequence[tuple[str, list[int], frozenset[str]]] | None = None,
 ) -> MixedModelResults:
     """Assemble a :class:`MixedModelResults` from the solved equations.
 
@@ -603,8 +613,11 @@ def build_results(
         :meth:`MixedModelResults.ebv_decomposition`).
     backend : str
         Factorisation back end, for later evaluations.
+    fixed_terms : sequence, optional
+        ``(label, columns, factors)`` of every fixed-part term (read from the formula
+        encoding when omitted; :func:`mixedblup.load` passes the stored ones).
     """
-    from .inference import fixed_effects_table, theta_from_sigmas, varpar_info
+    from .inference import fixed_effects_table, fixed_terms as _terms_of, theta_from_sigmas, varpar_info
 
     p = cp.p
     factor = solution.factor
@@ -712,6 +725,7 @@ def build_results(
         _terms_info=info, npar=int(npar), _minus_two_ll=float(minus_two_ll), _varpar=varpar,
         _frame=_model_frame(data, design, formula), _structures=None if structures is None else tuple(structures),
         _backend=backend,
+        _fixed_terms=tuple(fixed_terms) if fixed_terms is not None else tuple(_terms_of(design)),
     )
 
 

@@ -26,7 +26,9 @@ class SimulatedPopulation:
     pedigree : pandas.DataFrame
         ``id, sire, dam, generation, herd, sex`` (unknown parents are ``"0"``).
     records : pandas.DataFrame
-        ``id, herd_year, parity, dam, y`` (one row per record).
+        ``id, herd_year, parity, dam, y, herd, year, pe`` (one row per record; ``pe`` is a
+        copy of ``id`` to use as the permanent-environment grouping factor, ``herd`` and
+        ``year`` are the parts of ``herd_year``).
     breeding_values : pandas.Series
         True additive genetic values by ID.
     maternal_values : pandas.Series
@@ -51,6 +53,7 @@ def simulate_population(
     unknown_parent_rate: float = 0.03,
     recorded_fraction: float = 0.8,
     records_per_animal: int = 1,
+    recorded_sex: str = "F",
     additive: float = 0.3,
     maternal: float = 0.0,
     cov_am: float = 0.0,
@@ -79,9 +82,11 @@ def simulate_population(
     unknown_parent_rate : float
         Share of non-founder animals whose sire and, independently, dam are unknown.
     recorded_fraction : float
-        Share of females (after the founders) with records.
+        Share of the animals of ``recorded_sex`` (after the founders) with records.
     records_per_animal : int
         Records per recorded animal (repeated records share a permanent environment).
+    recorded_sex : {"F", "M", "both"}
+        Which animals have records: females (dairy, default), males, or both (beef, pigs).
     additive, maternal, cov_am, pe, herd_year, residual : float
         Variance components (``cov_am`` the direct-maternal genetic covariance).
     years_per_generation : int
@@ -97,6 +102,8 @@ def simulate_population(
     -------
     SimulatedPopulation
     """
+    if recorded_sex not in ("F", "M", "both"):
+        raise ValueError(f"recorded_sex must be 'F', 'M' or 'both'; got {recorded_sex!r}")
     rng = np.random.default_rng(seed)
     n = int(n_animals)
     gen = np.minimum((np.arange(n) * n_generations) // max(n, 1), n_generations - 1)
@@ -145,7 +152,8 @@ def simulate_population(
         "dam": np.where(dam >= 0, labels[np.maximum(dam, 0)], unknown),
         "generation": gen, "herd": herd, "sex": np.where(sex == 0, "M", "F"),
     })
-    recorded = np.nonzero((sex == 1) & (gen > 0) & (rng.random(n) < recorded_fraction))[0]
+    eligible = np.ones(n, dtype=bool) if recorded_sex == "both" else sex == (1 if recorded_sex == "F" else 0)
+    recorded = np.nonzero(eligible & (gen > 0) & (rng.random(n) < recorded_fraction))[0]
     rec = np.repeat(recorded, records_per_animal)
     parity = np.tile(np.arange(1, records_per_animal + 1), len(recorded))
     year = gen[rec] * years_per_generation + rng.integers(0, years_per_generation, len(rec)) + parity - 1
@@ -162,6 +170,9 @@ def simulate_population(
         "parity": parity,
         "dam": np.where(dam[rec] >= 0, labels[np.maximum(dam[rec], 0)], unknown),
         "y": y,
+        "herd": np.array([f"H{h:04d}" for h in range(n_herds)], dtype=object)[herd[rec]],
+        "year": year,
+        "pe": labels[rec],
     })
     if shuffle:
         ped = ped.sample(frac=1.0, random_state=rng.integers(0, 2**31)).reset_index(drop=True)

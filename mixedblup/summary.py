@@ -1,4 +1,4 @@
-"""Rendering results as reports: text and HTML.  Numbers are formatted only here."""
+"""Rendering results as reports: text, HTML, LaTeX and Markdown.  Numbers are formatted only here."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def format_number(value: Any, digits: int = 4) -> str:
     if isinstance(value, (float, np.floating)):
         if np.isnan(value):
             return ""
+        if np.isinf(value):
+            return "inf" if value > 0 else "-inf"
         if value == 0:
             return "0"
         mag = abs(value)
@@ -33,12 +35,31 @@ def format_number(value: Any, digits: int = 4) -> str:
     return "" if value is None else str(value)
 
 
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def _latex(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", r"\|")
+
+
+def _flat_index(table: pd.DataFrame) -> list[str]:
+    if isinstance(table.index, pd.MultiIndex):
+        return [" ".join(str(x) for x in tup if str(x) != "") for tup in table.index]
+    return [str(x) for x in table.index]
+
+
 @dataclass
 class Summary:
     """A report: a title, a block of key-value facts and titled tables.
 
-    ``str(summary)`` is the text report; ``summary.as_html()`` (and the notebook
-    display) renders HTML tables.  Tables stay numeric until rendered.
+    ``str(summary)`` is the text report; ``as_html()`` (also the notebook display),
+    ``as_latex()`` and ``as_markdown()`` render the same content.  Tables stay
+    numeric until rendered.
 
     Attributes
     ----------
@@ -59,6 +80,13 @@ class Summary:
 
     def _formatted(self, table: pd.DataFrame) -> pd.DataFrame:
         return table.apply(lambda col: col.map(format_number)).astype(str)
+
+    def table(self, title: str) -> pd.DataFrame:
+        """The (numeric) table with this title."""
+        for t, table in self.tables:
+            if t == title:
+                return table
+        raise KeyError(f"no table {title!r}; the tables are {[t for t, _ in self.tables]}")
 
     def as_text(self) -> str:
         """The report as plain text."""
@@ -108,8 +136,51 @@ class Summary:
             parts.append(f"<p>{html.escape(note)}</p>")
         return "\n".join(parts)
 
+    def as_latex(self) -> str:
+        """The report as LaTeX ``tabular`` environments (booktabs rules)."""
+        out = [f"% {self.title}", r"\begin{tabular}{ll}", r"\toprule"]
+        for k, v in self.info:
+            out.append(f"{_latex(k)} & {_latex(format_number(v))} \\\\")
+        out += [r"\bottomrule", r"\end{tabular}", ""]
+        for title, table in self.tables:
+            cells = self._formatted(table)
+            rows = _flat_index(table)
+            out.append(f"% {title}")
+            out.append(r"\begin{tabular}{l" + "r" * cells.shape[1] + "}")
+            out.append(r"\toprule")
+            out.append(" & ".join([""] + [_latex(c) for c in cells.columns]) + r" \\")
+            out.append(r"\midrule")
+            for label, (_, row) in zip(rows, cells.iterrows()):
+                out.append(" & ".join([_latex(label)] + [_latex(x) for x in row]) + r" \\")
+            out += [r"\bottomrule", r"\end{tabular}", ""]
+        out.extend(f"% {_latex(n)}" for n in self.notes)
+        return "\n".join(out)
+
+    def as_markdown(self) -> str:
+        """The report as Markdown (pipe tables)."""
+        out = [f"**{_md(self.title)}**", "", "| | |", "|---|---|"]
+        out += [f"| {_md(k)} | {_md(format_number(v))} |" for k, v in self.info]
+        for title, table in self.tables:
+            cells = self._formatted(table)
+            rows = _flat_index(table)
+            out += ["", f"*{_md(title)}*", "",
+                    "| " + " | ".join([""] + [_md(c) for c in cells.columns]) + " |",
+                    "|---" + "|---:" * cells.shape[1] + "|"]
+            for label, (_, row) in zip(rows, cells.iterrows()):
+                out.append("| " + " | ".join([_md(label)] + [_md(x) for x in row]) + " |")
+        if self.notes:
+            out.append("")
+            out += [f"* {_md(n)}" for n in self.notes]
+        return "\n".join(out)
+
     def _repr_html_(self) -> str:
         return self.as_html()
+
+    def _repr_markdown_(self) -> str:
+        return self.as_markdown()
+
+    def _repr_latex_(self) -> str:
+        return self.as_latex()
 
     def __str__(self) -> str:
         return self.as_text()
@@ -118,41 +189,79 @@ class Summary:
         return self.as_text()
 
 
+def _fixed_table(res: MixedModelResults) -> pd.DataFrame:
+    fe = res.fixed_effects.drop(columns=["dropped"]).copy()
+    fe.index.name = None
+    stat = "z" if res.variances_known or not np.isfinite(fe["df"]).any() else "t"
+    fe = fe.rename(columns={"statistic": stat})
+    if res.variances_known:
+        fe = fe.drop(columns=["df"])
+    return fe
+
+
+def _heritability_table(res: MixedModelResults) -> pd.DataFrame | None:
+    genetic = [n for n, kind in res.terms["covariance"].items() if kind in ("pedigree", "relationship")
+               and len(res.terms.loc[n, "columns"]) == 1]
+    if not genetic:
+        return None
+    rows = {}
+    for name in genetic:
+        try:
+            rows[name] = res.heritability(name)
+        except Exception:  # noqa: BLE001 - a report never fails on an optional row
+            continue
+    if not rows:
+        return None
+    table = pd.DataFrame(rows).T
+    table.index.name = None
+    return table
+
+
 def results_summary(res: MixedModelResults) -> Summary:
     """Build the standard report of a fitted model."""
-    how = "known variances" if res.variances_known else res.method
+    how = "known (given)" if res.variances_known else f"estimated by {res.method}"
+    crit_name = "REML criterion" if res.method == "REML" else "Deviance"
     info: list[tuple[str, Any]] = [
         ("Model", "linear mixed model"),
         ("Formula", res.formula),
+        ("Likelihood", res.method),
         ("Variances", how),
         ("No. observations", res.nobs),
+        (crit_name, -2.0 * res.loglik),
         ("Log-likelihood", res.loglik),
-        ("Likelihood", res.method),
         ("AIC", res.aic),
         ("BIC", res.bic),
+        ("Parameters", res.npar),
     ]
     opt = res.optimizer
     if opt is not None:
         info.append(("Converged", "yes" if opt.converged else "NO"))
-        info.append(("Evaluations", opt.evaluations))
+        info.append(("Iterations / evals", f"{opt.iterations} / {opt.evaluations}"))
         info.append(("Boundary terms", ", ".join(opt.boundary) or "none"))
     for name, row in res.terms.iterrows():
-        info.append((f"Levels of {name}", f"{row['n_levels']} ({row['n_observed']} observed, {row['covariance']})"))
-    fe = res.fixed_effects.drop(columns=["dropped"])
-    fe.index.name = None
+        info.append((f"Groups: {name}", f"{row['n_levels']} ({row['n_observed']} observed, {row['covariance']})"))
+    fe = _fixed_table(res)
     vc = res.variance_components.set_index(["group", "term1", "term2"])
+    vc = vc.rename(columns={"estimate": "variance", "sdcor": "sd / cor"})
     vc.index.names = [None, None, None]
+    tables = [("Fixed effects", fe), ("Variance components", vc)]
+    h2 = _heritability_table(res)
+    if h2 is not None:
+        tables.append(("Heritability (share of the total variance)", h2))
     notes = []
     if res.variances_known:
         notes.append("Variance components were given, not estimated; tests treat them as known (z).")
+    elif "t" in fe.columns:
+        notes.append("t tests with Satterthwaite's denominator degrees of freedom.")
+    if opt is not None and opt.boundary:
+        notes.append(f"Singular fit: variance(s) of {', '.join(opt.boundary)} estimated as zero.")
+    if opt is not None and not opt.converged:
+        notes.append(f"The optimiser did not converge: {opt.message}.")
     if res.fixed_effects["dropped"].any():
         dropped = list(res.fixed_effects.index[res.fixed_effects["dropped"]])
         notes.append(f"Rank deficient fixed effects dropped: {', '.join(dropped)}.")
     if len(res.dropped_rows):
         notes.append(f"{len(res.dropped_rows)} row(s) with missing values were dropped.")
-    return Summary(
-        title="Linear mixed model results",
-        info=info,
-        tables=[("Fixed effects", fe), ("Variance components", vc)],
-        notes=notes,
-    )
+    for _, d in res.diagnostics.iterrows():
+        notes.append(f"[{d['level']}] {d['message']}")
+    return Summary(title="Linear mixed model results", info=info, tables=tables, notes=notes)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -48,12 +47,6 @@ def frame(ids, sires, dams, **extra) -> pd.DataFrame:
 
 def build(df: pd.DataFrame, **kw) -> Pedigree:
     return Pedigree.from_frame(df, id="id", sire="sire", dam="dam", **kw)
-
-
-def quiet_build(df: pd.DataFrame, **kw) -> Pedigree:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PedigreeFixWarning)
-        return build(df, **kw)
 
 
 # --------------------------------------------------------------------------------------
@@ -456,6 +449,19 @@ def test_1m_animals():
     F = ped.inbreeding()
     assert len(ped) == 1_000_000 and F.max() < 1
     assert ped.a_inverse().shape == (1_000_000, 1_000_000)
+
+
+def test_constructor_from_sorted_arrays():
+    # parents-first but not generation-sorted: reordered to generation, then input order
+    ped = Pedigree(["a", "c", "b", "d"], [-1, -1, 0, 2], [-1, -1, 1, -1])
+    assert list(ped.ids) == ["a", "c", "b", "d"]
+    ped = Pedigree(["a", "b", "c", "d"], [-1, 0, -1, 1], [-1, -1, -1, 2])
+    assert list(ped.ids) == ["a", "c", "b", "d"]
+    assert ped.relationship("d", "b") == pytest.approx(0.5)
+    with pytest.raises(PedigreeError, match="precede their offspring.*'a'"):
+        Pedigree(["a", "b"], [1, -1], [-1, -1])
+    with pytest.raises(PedigreeError, match="unique"):
+        Pedigree(["a", "a"], [-1, -1], [-1, -1])
 
 
 def test_generations_helper():

@@ -1,0 +1,444 @@
+"""Saving and loading results as JSON + NPZ (no pickle).
+
+``res.save("fit")`` writes ``fit.json`` (formula, method, variance parameters, the
+optimiser record, table metadata and the SHA-256 of the arrays) and ``fit.npz``
+(y, X, every term's Z and level structure ``K^-1``, row labels and, when the
+results carry it, the model frame), read back with ``allow_pickle=False``.
+
+:func:`load` rebuilds the equations from the stored arrays, re-evaluates
+``-2 log L`` at the stored parameters and refuses the files (``DataError``) when the
+arrays' checksum or the criterion does not match, so an edited or corrupted file
+is never turned into a results object.  The loaded object's tables are identical
+to the saved ones.  ``predict`` on new data needs the formula encoding, which is
+rebuilt from the stored model frame (saved whenever ``fit`` passed the data to
+the results).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from .results import MixedModelResults
+
+__all__ = ["save", "load", "FORMAT", "VERSION"]
+
+#: Identifier written into every JSON file.
+FORMAT = "mixedblup-results"
+#: Version of the file layout.
+VERSION = 1
+#: Relative tolerance of the criterion check on load.
+CRITERION_RTOL = 1e-10
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.suffix in (".json", ".npz"):
+        p = p.with_suffix("")
+    return p.parent / (p.name + ".json"), p.parent / (p.name + ".npz")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- JSON helpers
+def _jsonable(value: Any) -> Any:
+    """Plain JSON: arrays tagged, non-finite floats as strings."""
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": _jsonable(value.tolist()), "dtype": str(value.dtype)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if np.isfinite(v) else repr(v)  # 'nan', 'inf', '-inf'
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict) and "__ndarray__" in value:
+        return np.array([float(v) if isinstance(v, str) else v for v in np.ravel(value["__ndarray__"])]
+                        if value["dtype"].startswith("float") else value["__ndarray__"],
+                        dtype=value["dtype"]).reshape(np.shape(value["__ndarray__"]))
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def _num(value: Any) -> float:
+    return float(value)
+
+
+# --------------------------------------------------------------------------- pandas <-> arrays
+def _encode_values(values: Any, what: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One column or index as plain arrays plus metadata."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats_meta, cats_arr = _encode_values(pd.Index(dtype.categories), f"{what} categories")
+        return ({"kind": "category", "ordered": bool(dtype.ordered), "categories": cats_meta},
+                {"codes": np.asarray(values.codes if hasattr(values, "codes") else values.cat.codes,
+                                     dtype=np.int64), **{f"cat_{k}": v for k, v in cats_arr.items()}})
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
+        arr = np.asarray(values)
+        if arr.dtype == object:
+            raise DataError(f"{what}: nullable numeric columns cannot be saved; convert them to float")
+        return {"kind": "numeric", "dtype": str(dtype)}, {"values": arr}
+    if pd.api.types.is_datetime64_dtype(dtype):
+        return ({"kind": "datetime", "dtype": str(dtype)},
+                {"values": np.asarray(values).astype("datetime64[ns]").astype(np.int64)})
+    items = list(values)
+    if all(isinstance(v, str) for v in items):
+        return {"kind": "str", "dtype": str(dtype)}, {"values": np.array(items, dtype=str)}
+    raise DataError(
+        f"{what} has values of mixed or unsupported types ({dtype}); convert it to strings or numbers "
+        "before saving"
+    )
+
+
+def _decode_values(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
+    kind = meta["kind"]
+    if kind == "category":
+        cats = _decode_values(meta["categories"], {k[4:]: v for k, v in arrays.items() if k.startswith("cat_")})
+        return pd.Categorical.from_codes(arrays["codes"], categories=pd.Index(cats),
+                                         ordered=meta["ordered"])
+    if kind == "numeric":
+        return np.asarray(arrays["values"]).astype(meta["dtype"])
+    if kind == "datetime":
+        return np.asarray(arrays["values"]).astype("datetime64[ns]").astype(meta["dtype"])
+    values = [str(v) for v in arrays["values"].tolist()]
+    if meta["dtype"] == "object":
+        return np.array(values, dtype=object)
+    return pd.array(values, dtype=meta["dtype"])
+
+
+def _encode_index(index: pd.Index, what: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if isinstance(index, pd.MultiIndex):
+        raise DataError(f"{what}: a MultiIndex cannot be saved; reset_index() the data before fitting")
+    if isinstance(index, pd.RangeIndex):
+        return {"kind": "range", "start": index.start, "stop": index.stop, "step": index.step,
+                "name": index.name}, {}
+    meta, arrays = _encode_values(index, what)
+    meta["name"] = index.name
+    return meta, arrays
+
+
+def _decode_index(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> pd.Index:
+    if meta["kind"] == "range":
+        return pd.RangeIndex(meta["start"], meta["stop"], meta["step"], name=meta["name"])
+    return pd.Index(_decode_values(meta, arrays), name=meta["name"])
+
+
+def _put(store: dict[str, np.ndarray], prefix: str, arrays: dict[str, np.ndarray]) -> None:
+    for k, v in arrays.items():
+        store[f"{prefix}/{k}"] = v
+
+
+def _get(npz: Any, prefix: str) -> dict[str, np.ndarray]:
+    start = prefix + "/"
+    return {k[len(start):]: npz[k] for k in npz.files if k.startswith(start)}
+
+
+def _put_sparse(store: dict[str, np.ndarray], prefix: str, M: Any) -> None:
+    M = sp.csr_matrix(M)
+    M.sort_indices()
+    store[f"{prefix}/data"] = M.data
+    store[f"{prefix}/indices"] = M.indices.astype(np.int64)
+    store[f"{prefix}/indptr"] = M.indptr.astype(np.int64)
+    store[f"{prefix}/shape"] = np.array(M.shape, dtype=np.int64)
+
+
+def _get_sparse(npz: Any, prefix: str) -> sp.csr_matrix:
+    shape = tuple(int(x) for x in npz[f"{prefix}/shape"])
+    return sp.csr_matrix((npz[f"{prefix}/data"], npz[f"{prefix}/indices"], npz[f"{prefix}/indptr"]), shape=shape)
+
+
+# --------------------------------------------------------------------------- save
+def save(res: MixedModelResults, path: str | Path) -> Path:
+    """Write ``res`` to ``<path>.json`` and ``<path>.npz`` (see module docstring)."""
+    from . import __version__
+
+    json_path, npz_path = _paths(path)
+    design = res._design
+    arrays: dict[str, np.ndarray] = {"y": np.asarray(design.y, dtype=float),
+                                     "fixed_kept": np.asarray(design.fixed_kept, dtype=bool)}
+    X = design.X
+    if sp.issparse(X):
+        _put_sparse(arrays, "X_sparse", X)
+    else:
+        arrays["X"] = np.asarray(X, dtype=float)
+    if design.weights is not None:
+        arrays["weights"] = np.asarray(design.weights, dtype=float)
+    meta_index, arr = _encode_index(design.index, "the row index")
+    _put(arrays, "index", arr)
+    meta_dropped, arr = _encode_index(pd.Index(design.dropped_rows), "the dropped rows")
+    _put(arrays, "dropped", arr)
+    terms = []
+    for i, (term, cov) in enumerate(zip(design.terms, res._cp.covariances)):
+        _put_sparse(arrays, f"term{i}/Z", term.Z)
+        _put_sparse(arrays, f"term{i}/precision", cov.precision)
+        arrays[f"term{i}/levels"] = np.array([str(x) for x in term.levels], dtype=str)
+        arrays[f"term{i}/diagonal"] = np.asarray(cov.diagonal, dtype=float)
+        terms.append({"name": term.name, "lhs": term.term.lhs, "factors": list(term.term.factors),
+                      "correlated": bool(term.term.correlated), "columns": list(term.columns),
+                      "n_observed": int(term.n_observed), "kind": cov.kind, "logdet": float(cov.logdet)})
+    if res.vcov_variance_components is not None:
+        arrays["vc_covariance"] = res.vcov_variance_components.to_numpy()
+    frame_meta = None
+    if res._frame is not None:
+        frame_meta = []
+        for j, col in enumerate(res._frame.columns):
+            meta, arr = _encode_values(res._frame[col], f"column {col!r}")
+            frame_meta.append({"name": str(col), **meta})
+            _put(arrays, f"frame/{j}", arr)
+    pedigrees: list[Any] = []
+    for i, s in enumerate(res._structures or ()):
+        ped = getattr(s, "pedigree", s)
+        if hasattr(ped, "sire_pos") and hasattr(ped, "ids"):
+            arrays[f"pedigree{i}/ids"] = np.array([str(x) for x in ped.ids], dtype=str)
+            arrays[f"pedigree{i}/sire"] = np.asarray(ped.sire_pos, dtype=np.int64)
+            arrays[f"pedigree{i}/dam"] = np.asarray(ped.dam_pos, dtype=np.int64)
+            pedigrees.append(i)
+    npz_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(npz_path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    opt = None
+    if res.optimizer is not None:
+        opt = {f.name: _jsonable(getattr(res.optimizer, f.name)) for f in dataclasses.fields(res.optimizer)}
+    diag = res.diagnostics
+    diag = diag[diag["check"] != "satterthwaite"] if len(diag) else diag
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "mixedblup_version": __version__,
+        "formula": res.formula,
+        "method": res.method,
+        "variances_known": bool(res.variances_known),
+        "backend": res._backend,
+        "response": design.response,
+        "fixed_names": list(design.fixed_names),
+        "sigmas": _jsonable([np.asarray(s, dtype=float) for s in res._sigmas]),
+        "residual": _jsonable(res._residual),
+        "minus_two_loglik": _jsonable(res._minus_two_ll),
+        "n_cov_params": int(res.npar - res._cp.p),
+        "covariance_kinds": list(res.terms["covariance"]),
+        "terms": terms,
+        "index": meta_index,
+        "dropped_rows": meta_dropped,
+        "frame": frame_meta,
+        "pedigrees": pedigrees,
+        "optimizer": opt,
+        "diagnostics": _jsonable(diag.astype(object).to_dict(orient="records")),
+        "fixed_terms": [{"label": label, "columns": cols, "factors": sorted(factors)}
+                        for label, cols, factors in res._fixed_terms],
+        "npz_sha256": _sha256(npz_path),
+    }
+    doc["content_sha256"] = _content_hash(doc)
+    json_path.write_text(json.dumps(doc, indent=1))
+    return json_path
+
+
+def _content_hash(doc: dict[str, Any]) -> str:
+    """SHA-256 of the JSON document without its own hash (canonical key order)."""
+    body = {k: v for k, v in doc.items() if k != "content_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- load
+def _refuse(message: str) -> DataError:
+    return DataError(f"refusing to load the saved results: {message}")
+
+
+def load(path: str | Path) -> MixedModelResults:
+    """Load results written by :meth:`MixedModelResults.save`.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The JSON file (or the common stem of the JSON and NPZ files).
+
+    Returns
+    -------
+    MixedModelResults
+
+    Raises
+    ------
+    DataError
+        When the files are not mixedblup results, the arrays' checksum differs from
+        the one recorded, or ``-2 log L`` recomputed at the stored parameters does not
+        match the stored value (edited or corrupted files).
+    """
+    json_path, npz_path = _paths(path)
+    try:
+        doc = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise _refuse(f"{json_path} is not readable JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise _refuse(f"{json_path} is not a mixedblup results file")
+    if doc.get("version") != VERSION:
+        raise _refuse(f"file layout version {doc.get('version')!r} is not supported (expected {VERSION})")
+    if doc.get("content_sha256") != _content_hash(doc):
+        raise _refuse(f"{json_path} was edited after it was saved (checksum mismatch)")
+    if not npz_path.exists():
+        raise _refuse(f"the array file {npz_path} is missing")
+    if _sha256(npz_path) != doc.get("npz_sha256"):
+        raise _refuse(f"the arrays in {npz_path} are not the ones saved with {json_path} (checksum mismatch)")
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            return _rebuild(doc, npz)
+    except DataError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise _refuse(f"the files are inconsistent ({type(exc).__name__}: {exc})") from None
+
+
+def _rebuild(doc: dict[str, Any], npz: Any) -> MixedModelResults:
+    from .covariance import BoundCovariance
+    from .design import Design, TermDesign, build_design
+    from .formula import RandomTerm, parse_formula
+    from .mme import cross_products, minus_two_loglik, relative_factor, solve_mme
+    from .results import build_results
+
+    y = np.asarray(npz["y"], dtype=float)
+    X = _get_sparse(npz, "X_sparse").tocsc() if "X_sparse/shape" in npz.files else np.asarray(npz["X"], dtype=float)
+    fixed_kept = np.asarray(npz["fixed_kept"], dtype=bool)
+    weights = np.asarray(npz["weights"], dtype=float) if "weights" in npz.files else None
+    index = _decode_index(doc["index"], _get(npz, "index"))
+    dropped = _decode_index(doc["dropped_rows"], _get(npz, "dropped"))
+    if len(index) != len(y):
+        raise _refuse("the row index and the response differ in length")
+    bound, term_designs = [], []
+    for i, t in enumerate(doc["terms"]):
+        levels = pd.Index([str(x) for x in npz[f"term{i}/levels"].tolist()], dtype=object)
+        precision = _get_sparse(npz, f"term{i}/precision").tocsc()
+        bound.append(BoundCovariance(levels, precision, _num(t["logdet"]),
+                                     np.asarray(npz[f"term{i}/diagonal"], dtype=float), t["kind"]))
+        Z = _get_sparse(npz, f"term{i}/Z")
+        term_designs.append(TermDesign(t["name"], RandomTerm(t["lhs"], tuple(t["factors"]), bool(t["correlated"])),
+                                       tuple(t["columns"]), levels, Z, int(t["n_observed"]), None))
+    frame = None
+    design = None
+    if doc.get("frame") is not None:
+        cols = {}
+        for j, meta in enumerate(doc["frame"]):
+            cols[meta["name"]] = _decode_values(meta, _get(npz, f"frame/{j}"))
+        frame = pd.DataFrame(cols, index=index)
+        design = _design_from_frame(doc, frame, weights, bound, build_design, parse_formula)
+        _check_same(design, y, X, fixed_kept, term_designs)
+        design = dataclasses.replace(design, dropped_rows=dropped)
+    if design is None:
+        design = Design(y=y, X=X, fixed_names=tuple(doc["fixed_names"]), fixed_kept=fixed_kept,
+                        terms=tuple(term_designs), index=index, dropped_rows=dropped, response=doc["response"],
+                        fixed_spec=None, weights=weights)
+    cp = cross_products(design, bound)
+    sigmas = [np.atleast_2d(np.asarray(_from_json(s), dtype=float)) for s in doc["sigmas"]]
+    residual = _num(doc["residual"])
+    backend = doc.get("backend", "auto")
+    reml = doc["method"] == "REML"
+    sol = solve_mme(cp, [relative_factor(s, residual) for s in sigmas], backend)
+    schur = None
+    if not reml:
+        from .inference import _c11
+
+        schur = -float(np.linalg.slogdet(_c11(sol.factor, cp.p))[1]) if cp.p else 0.0
+    m2ll = minus_two_loglik(cp, sol, residual, reml, schur)
+    stored = _num(doc["minus_two_loglik"])
+    if not np.isfinite(m2ll) or abs(m2ll - stored) > CRITERION_RTOL * max(1.0, abs(stored)):
+        raise _refuse(
+            f"-2 log L recomputed at the stored parameters is {m2ll!r}, the file records {stored!r}; the "
+            "data or the parameters were changed"
+        )
+    optimizer = None
+    if doc.get("optimizer") is not None:
+        from .estimate import OptSummary
+
+        values = {}
+        for f in dataclasses.fields(OptSummary):
+            if f.name in doc["optimizer"]:
+                v = _from_json(doc["optimizer"][f.name])
+                if isinstance(v, list):
+                    v = tuple(float(x) if isinstance(x, str) else x for x in v)
+                elif isinstance(v, str) and f.type in ("float", float):
+                    v = float(v)
+                values[f.name] = v
+        for name in ("criterion", "gradient_norm", "seconds"):
+            if isinstance(values.get(name), str):
+                values[name] = float(values[name])
+        optimizer = OptSummary(**values)
+    vc_cov = np.asarray(npz["vc_covariance"], dtype=float) if "vc_covariance" in npz.files else None
+    diagnostics = pd.DataFrame(doc.get("diagnostics") or [], columns=["check", "level", "message"])
+    structures = None
+    if doc.get("pedigrees"):
+        from .pedigree import Pedigree
+
+        structures = [None] * len(bound)
+        for i in doc["pedigrees"]:
+            structures[i] = Pedigree([str(x) for x in npz[f"pedigree{i}/ids"].tolist()],
+                                     np.asarray(npz[f"pedigree{i}/sire"]), np.asarray(npz[f"pedigree{i}/dam"]))
+    return build_results(
+        formula=doc["formula"], method=doc["method"], variances_known=bool(doc["variances_known"]),
+        design=design, cp=cp, solution=sol, sigmas=sigmas, residual=residual, minus_two_ll=m2ll,
+        n_cov_params=int(doc["n_cov_params"]), diagnostics=diagnostics,
+        covariance_kinds=list(doc["covariance_kinds"]), optimizer=optimizer, vc_covariance=vc_cov,
+        data=frame, structures=structures, backend=backend,
+        fixed_terms=[(t["label"], list(t["columns"]), frozenset(t["factors"])) for t in doc["fixed_terms"]],
+    )
+
+
+_WEIGHTS_COLUMN = "__mixedblup_weights__"
+
+
+def _design_from_frame(doc, frame, weights, bound, build_design, parse_formula):
+    """Re-run the design stage on the stored model frame (restores the formula encoding)."""
+    data = frame
+    wcol = None
+    if weights is not None:
+        data = frame.assign(**{_WEIGHTS_COLUMN: weights})
+        wcol = _WEIGHTS_COLUMN
+    spec = parse_formula(doc["formula"], data.columns)
+    levels = {b_t["name"]: (None if cov.kind == "identity" else cov.levels) for b_t, cov in zip(doc["terms"], bound)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return build_design(spec, data, levels=levels, na_action="raise", weights=wcol)
+        except Exception as exc:
+            raise _refuse(f"the stored model frame does not rebuild the design ({exc})") from None
+
+
+def _same_matrix(A: Any, B: Any) -> bool:
+    """Exact equality of two dense or sparse matrices."""
+    if A.shape != B.shape:
+        return False
+    if sp.issparse(A) or sp.issparse(B):
+        return (sp.csr_matrix(A) != sp.csr_matrix(B)).nnz == 0
+    return bool(np.array_equal(np.asarray(A), np.asarray(B)))
+
+
+def _check_same(design, y, X, fixed_kept, term_designs) -> None:
+    """The design rebuilt from the frame must equal the stored arrays."""
+    same = (np.array_equal(design.y, y) and np.array_equal(np.asarray(design.fixed_kept), fixed_kept)
+            and _same_matrix(design.X, X)
+            and len(design.terms) == len(term_designs))
+    if same:
+        for a, b in zip(design.terms, term_designs):
+            if a.name != b.name or not a.levels.equals(b.levels) or not _same_matrix(a.Z, b.Z):
+                same = False
+                break
+    if not same:
+        raise _refuse("the stored model frame and the stored matrices disagree")
