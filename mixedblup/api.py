@@ -17,6 +17,7 @@ from .covariance import CovarianceStructure, as_covariance
 from .design import build_design, joint_name, term_names
 from .errors import CovarianceError, DataWarning, FormulaError
 from .formula import FormulaSpec, parse_formula
+from .interop import as_pandas
 from .mme import cross_products, minus_two_loglik, relative_factor, solve_mme
 from .results import MixedModelResults, build_results
 from .variances import parse_variances
@@ -123,8 +124,9 @@ def fit(
     ----------
     formula : str
         ``"y ~ fixed + (expr | group)"``; see :func:`~mixedblup.formula.parse_formula`.
-    data : pandas.DataFrame
-        One row per observation.  Only the formula's columns are used.
+    data : pandas.DataFrame or polars.DataFrame
+        One row per observation.  Only the formula's columns are used.  Other frame
+        libraries are converted by :func:`mixedblup.interop.as_pandas`.
     cov : dict, optional
         Grouping factor -> covariance of its levels: a :class:`~mixedblup.Pedigree`
         (numerator relationship matrix through its sparse inverse), a
@@ -165,8 +167,7 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    if not isinstance(data, pd.DataFrame):
-        raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")
+    data = as_pandas(data)  # polars and other frames are converted, categoricals and string IDs kept
     spec = parse_formula(formula, data.columns)
     if not spec.random:
         raise FormulaError(
