@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .checks import resolve_checks, run_checks
 from .covariance import CovarianceStructure, as_covariance
 from .design import build_design, joint_name, term_names
 from .errors import CovarianceError, DataWarning, FormulaError
@@ -117,6 +118,7 @@ def fit(
     backend: str = "auto",
     start: Mapping[str, Any] | None = None,
     verbose: bool = False,
+    checks: Mapping[str, str] | None = None,
 ) -> MixedModelResults:
     """Fit a linear mixed model given by an lme4-style formula.
 
@@ -151,6 +153,9 @@ def fit(
         ``"residual"``); only their ratios matter (the residual is profiled out).
     verbose : bool
         Log every criterion evaluation to stderr (through ``logging``) while estimating.
+    checks : dict, optional
+        Levels of the data checks, e.g. ``{"nlev_gt_1": "warn"}``; see
+        :data:`mixedblup.checks.CHECKS` for the names and defaults.
 
     Returns
     -------
@@ -165,6 +170,7 @@ def fit(
     >>> res.fixed_effects["estimate"].round(4).tolist()
     [1.7195, 1.4681]
     """
+    check_levels = resolve_checks(checks)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     data = as_pandas(data)  # polars and other frames are converted, categoricals and string IDs kept
@@ -181,6 +187,7 @@ def fit(
         na_action=na_action, weights=weights, joint=covs.joint,
     )
     bound = [covs.structures[t.name].bind(t.levels) for t in design.terms]
+    diagnostics = run_checks(design, bound, check_levels, estimating=variances is None, data=data)
     cp = cross_products(design, bound)
     if variances is None:
         from .estimate import estimate_variances, variance_component_covariance
@@ -208,7 +215,6 @@ def fit(
         logdet_schur = -float(np.linalg.slogdet(c11)[1]) if cp.p else 0.0
     m2ll = minus_two_loglik(cp, sol, residual, reml, logdet_schur)
     n_cov = sum(t.k * (t.k + 1) // 2 if t.term.correlated else t.k for t in design.terms) + 1
-    diagnostics = pd.DataFrame(columns=["check", "level", "message"])
     return build_results(
         formula=formula, method=method, variances_known=known, design=design, cp=cp,
         solution=sol, sigmas=sigmas, residual=residual, minus_two_ll=m2ll, n_cov_params=n_cov,

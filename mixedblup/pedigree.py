@@ -147,15 +147,6 @@ class _Levels:
         self.small = n_levels < np.iinfo(np.int16).max
         n = max(int(gen.size), 1)
         self.floor = _NEGLIGIBLE / (2.0 * n * n)
-        self._identity: dict[int, sp.csr_array] = {}
-
-    def identity(self, g: int) -> sp.csr_array:
-        """Identity matrix of the width of generation ``g`` (cached)."""
-        eye = self._identity.get(g)
-        if eye is None:
-            eye = sp.identity(int(self.starts[g + 1] - self.starts[g]), format="csr")
-            self._identity[g] = eye
-        return eye
 
 
 def _push(
@@ -256,15 +247,7 @@ def _trace(
                 r = key // width
                 c = levels.members[levels.starts[g] + key % width]
             else:
-                # group by row (radix sort), then sum duplicates with a sparse product: no
-                # comparison sort of the columns is needed
-                if len(pieces) > 1 or (r[1:] < r[:-1]).any():
-                    order = np.argsort(r.astype(np.uint16) if n_rows <= 65535 else r, kind="stable")
-                    r, c, v = r[order], c[order], v[order]
-                indptr = np.zeros(n_rows + 1, dtype=np.int64)
-                np.cumsum(np.bincount(r, minlength=n_rows), out=indptr[1:])
-                raw = sp.csr_array((v, levels.loc[c], indptr), shape=(n_rows, width))
-                m = raw @ levels.identity(g)
+                m = sp.csr_array((v, (r, levels.loc[c])), shape=(n_rows, width))  # sums duplicates
                 v = m.data
                 r = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(m.indptr))
                 c = levels.members[levels.starts[g] + m.indices]
