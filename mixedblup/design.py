@@ -449,6 +449,13 @@ def _random_term(
     columns = tuple(_lme4_name(c) for c in mm.columns)
     if M.shape[1] == 0:
         raise FormulaError(f"random term ({term.lhs} | {term.group}) has no columns")
+    constant = [c for c, col in zip(columns, M.T) if len(col) and np.ptp(col) == 0]
+    if len(constant) > 1:
+        raise FormulaError(
+            f"random term ({term.lhs} | {term.group}) has several constant columns {constant}; they are "
+            "collinear (e.g. an intercept and leg(x, k)'s order-0 polynomial): write (0 + ... | "
+            f"{term.group})"
+        )
     if not np.isfinite(M).all():
         rows = list(frame.index[~np.isfinite(M).all(axis=1)])
         raise DataError(f"columns of random term ({term.lhs} | {term.group}) are not finite in rows {preview(rows)}")

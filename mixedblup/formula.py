@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import FormulaError, preview
+from .legendre import leg
 
 __all__ = [
     "ALLOWED_FUNCTIONS",
@@ -75,6 +76,7 @@ _register("abs", np.abs)
 _register("scale", keywords=("center", "scale", "ddof"))
 _register("standardize", keywords=("center", "rescale", "ddof"))
 _register("poly", keywords=("degree", "raw"))
+_register("leg", leg, keywords=("degree", "lower", "upper"))
 _register("bs", keywords=("df", "knots", "degree", "include_intercept", "lower_bound",
                           "upper_bound", "extrapolation"), literals=True)
 _register("C", keywords=("contrasts", "levels", "spans_intercept"), literals=True)
