@@ -57,7 +57,11 @@ def resolve_covariances(spec: FormulaSpec, cov: Mapping[Any, Any] | None) -> Cov
     effects): they become one joint term named ``"animal,dam"``.  Terms not named get
     :class:`~mixedblup.covariance.Identity`.
     """
-    cov = dict(cov or {})
+    def norm(key: str) -> str:
+        return "".join(key.split())  # "mates(animal, pen)" == "mates(animal,pen)"
+
+    cov = {(tuple(norm(k) for k in key) if isinstance(key, tuple) else norm(key)): value
+           for key, value in dict(cov or {}).items()}
     names = term_names(spec.random)
     groups = [t.group for t in spec.random]
     by_group: dict[str, Any] = {}

@@ -459,6 +459,8 @@ def _random_term(
     if not np.isfinite(M).all():
         rows = list(frame.index[~np.isfinite(M).all(axis=1)])
         raise DataError(f"columns of random term ({term.lhs} | {term.group}) are not finite in rows {preview(rows)}")
+    if term.kind == "mates":
+        return _mates_term(frame, term, name, M, columns, defined_levels, mm.model_spec)
     row_labels, observed = group_labels(frame, term.factors)
     if defined_levels is None:
         levels = observed
@@ -502,6 +504,48 @@ def _merge_joint(terms: tuple[TermDesign, ...], joint: Sequence[tuple[str, ...]]
             out.append(join_terms(tuple(by_name[g] for g in group), tuple(group)))
             done.add(group[0])
     return tuple(out)
+
+
+def _mates_term(frame: pd.DataFrame, term: RandomTerm, name: str, M: np.ndarray,
+                columns: tuple[str, ...], defined_levels: pd.Index | None, lhs_spec: Any) -> TermDesign:
+    """Z of ``(lhs | mates(id, group))``: row ``i`` gets the effects of the *other*
+    individuals recorded in its group (each distinct mate once), times row ``i``'s
+    term columns.  Social (indirect) genetic effects; joint with the direct term
+    through a shared covariance, e.g. ``cov={("animal", "mates(animal,pen)"): ped}``."""
+    id_col, group_col = term.factors
+    ids, id_levels = group_labels(frame, (id_col,))
+    groups, group_levels = group_labels(frame, (group_col,))
+    if defined_levels is None:
+        levels = id_levels
+    else:
+        levels = pd.Index(defined_levels, dtype=object)
+        absent = id_levels[levels.get_indexer(id_levels) < 0]
+        if len(absent):
+            from .errors import CovarianceError
+
+            raise CovarianceError(
+                f"{len(absent)} individual(s) of {name!r} are not in its relationship structure: "
+                f"{preview(list(absent))}", problems=pd.DataFrame({"level": list(absent)}))
+    id_pos = levels.get_indexer(ids)
+    g_pos = group_levels.get_indexer(groups)
+    n, k, q = len(frame), M.shape[1], len(levels)
+    members = sp.csr_matrix((np.ones(n), (g_pos, id_pos)), shape=(len(group_levels), q))
+    members.data[:] = 1.0  # each distinct individual once per group
+    own = sp.csr_matrix((np.ones(n), (np.arange(n), id_pos)), shape=(n, q))
+    mates = (members[g_pos] - own).tocsr()
+    mates.eliminate_zeros()
+    lonely = np.asarray(mates.sum(axis=1)).ravel() == 0
+    if lonely.all():
+        raise DataError(f"no record of {name!r} has a group mate in {group_col!r}; a social term needs groups "
+                        "of two or more individuals")
+    coo = mates.tocoo()
+    rows = np.repeat(coo.row, k)
+    cols = (coo.col[:, None] * k + np.arange(k)[None, :]).ravel()
+    vals = (coo.data[:, None] * M[coo.row]).ravel()
+    Z = sp.csr_matrix((vals, (rows, cols)), shape=(n, q * k))
+    Z.eliminate_zeros()
+    observed = int((np.asarray(mates.sum(axis=0)).ravel() > 0).sum())
+    return TermDesign(name, term, columns, levels, Z, observed, lhs_spec)
 
 
 def build_design(

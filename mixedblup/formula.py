@@ -143,15 +143,23 @@ class RandomTerm:
         term of ``(1|a/b)`` gives ``("b", "a")``.
     correlated : bool
         False when written with ``||`` (uncorrelated effects).
+    kind : str
+        ``"levels"`` (one level per row, the usual term) or ``"mates"`` for
+        ``(1 | mates(id, group))``: each record is affected by the effects of the
+        *other* individuals of its group (social / indirect genetic effects); then
+        ``factors`` is ``(id, group)``.
     """
 
     lhs: str
     factors: tuple[str, ...]
     correlated: bool = True
+    kind: str = "levels"
 
     @property
     def group(self) -> str:
-        """lme4's name of the grouping factor, e.g. ``"cask:batch"``."""
+        """lme4's name of the grouping factor, e.g. ``"cask:batch"``, or ``"mates(id,pen)"``."""
+        if self.kind == "mates":
+            return f"mates({self.factors[0]},{self.factors[1]})"
         return ":".join(self.factors)
 
 
@@ -510,6 +518,27 @@ class _Parser:
             raise self.fail(f"term {_short(term)!r} is nested too deeply") from None
         return term, piece[0]
 
+    def mates(self, toks: list[_Tok], term: str) -> tuple[str, str] | None:
+        """``mates(id, group)`` in the grouping part -> ``(id, group)``, else None."""
+        sig = [t for t in toks if t.kind != "ws"]
+        if not (len(sig) > 1 and sig[0].kind == "name" and sig[0].text == "mates" and sig[1].text == "("):
+            return None
+        shape = [t.kind if t.kind in ("name", "bt") else t.text for t in sig[1:]]
+        if len(shape) != 5 or shape[0] != "(" or shape[2] != "," or shape[4] != ")" \
+                or shape[1] not in ("name", "bt") or shape[3] not in ("name", "bt"):
+            raise self.fail(f"write the social term as (1 | mates(id, group)) in {term!r}")
+        cols = []
+        for t in (sig[2], sig[4]):
+            column = t.text[1:-1] if t.kind == "bt" else t.text
+            if column in self.colset:
+                self.use(column)
+            else:
+                self.unknown.setdefault(column)
+            cols.append(column)
+        if cols[0] == cols[1]:
+            raise self.fail(f"mates(id, group) needs two different columns in {term!r}")
+        return cols[0], cols[1]
+
     def group(self, toks: list[_Tok], term: str) -> list[tuple[str, ...]]:
         """``a``, ``a:b``, ``a/b/c`` (``:`` binds tighter) -> factor tuples, nested ones expanded."""
         parts, cur, expect_name = [], [], True
@@ -630,6 +659,12 @@ def parse_formula(formula: str, columns: Iterable[str], *,
         pieces = p.summands(lhs_toks, repr(term))
         lhs_text = p.join([(s, p.expr(c, "the random-effect term")[0]) for s, c in pieces])
         lhs_vars = set(p.touched)
+        social = p.mates(grp, term)
+        if social is not None:
+            if set(social) & lhs_vars:
+                raise p.fail(f"Same variable appears on both sides of |: in {term}")
+            random.append(RandomTerm(lhs_text, social, op == "|", kind="mates"))
+            continue
         groups = p.group(grp, term)
         both = [f for f in groups[-1] if f in lhs_vars]
         if both:
