@@ -284,15 +284,15 @@ def test_formula_context():
 
 
 def test_user_functions_opt_in(df):
-    def leg(v, k):
+    def myleg(v, k):
         return np.polynomial.legendre.legvander(np.asarray(v, dtype=float), k)[:, 1:]
 
-    with pytest.raises(FormulaError, match="'leg' is not an allowed function"):
-        parse_formula("y ~ leg(x, 2)", COLUMNS)
-    spec = parse_formula("y ~ leg(x, 2) + (leg(x, 1) | g)", COLUMNS, functions={"leg": leg})
-    assert spec.fixed == "leg(x, 2)" and spec.random[0].lhs == "leg(x, 1)"
-    context = formula_context({"leg": leg})
-    assert context["leg"] is leg
+    with pytest.raises(FormulaError, match="'myleg' is not an allowed function"):
+        parse_formula("y ~ myleg(x, 2)", COLUMNS)
+    spec = parse_formula("y ~ myleg(x, 2) + (myleg(x, 1) | g)", COLUMNS, functions={"myleg": myleg})
+    assert spec.fixed == "myleg(x, 2)" and spec.random[0].lhs == "myleg(x, 1)"
+    context = formula_context({"myleg": myleg})
+    assert context["myleg"] is myleg
     mm = formulaic.model_matrix(spec.fixed, df, context=context)
     assert mm.shape == (len(df), 3)
 
