@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from formulaic import model_matrix
 
 from .errors import (
+    CovarianceError,
     DataError,
     DataWarning,
     FormulaError,
@@ -462,21 +463,7 @@ def _random_term(
     if term.kind == "mates":
         return _mates_term(frame, term, name, M, columns, defined_levels, mm.model_spec)
     row_labels, observed = group_labels(frame, term.factors)
-    if defined_levels is None:
-        levels = observed
-    else:
-        levels = pd.Index(defined_levels, dtype=object)
-        absent = observed[levels.get_indexer(observed) < 0]
-        if len(absent):
-            from .errors import CovarianceError
-
-            raise CovarianceError(
-                f"{len(absent)} level(s) of {name!r} in the data are not in its relationship "
-                f"structure (pedigree or matrix labels): {preview(list(absent))}; if IDs were read "
-                "with different types (e.g. 12 vs '0012'), read them as strings with the same "
-                "format, or add the animals to the pedigree",
-                problems=pd.DataFrame({"level": list(absent)}),
-            )
+    levels = _term_levels(observed, defined_levels, name)
     level_pos = levels.get_indexer(row_labels)
     n, k = M.shape
     rows = np.repeat(np.arange(n), k)
@@ -506,6 +493,24 @@ def _merge_joint(terms: tuple[TermDesign, ...], joint: Sequence[tuple[str, ...]]
     return tuple(out)
 
 
+def _term_levels(observed: pd.Index, defined_levels: pd.Index | None, name: str) -> pd.Index:
+    """A term's levels: the observed ones, or all levels its covariance structure defines
+    (which must include every observed level, B6/B8)."""
+    if defined_levels is None:
+        return observed
+    levels = pd.Index(defined_levels, dtype=object)
+    absent = observed[levels.get_indexer(observed) < 0]
+    if len(absent):
+        raise CovarianceError(
+            f"{len(absent)} level(s) of {name!r} in the data are not in its relationship "
+            f"structure (pedigree or matrix labels): {preview(list(absent))}; if IDs were read "
+            "with different types (e.g. 12 vs '0012'), read them as strings with the same "
+            "format, or add the animals to the pedigree",
+            problems=pd.DataFrame({"level": list(absent)}),
+        )
+    return levels
+
+
 def _mates_term(frame: pd.DataFrame, term: RandomTerm, name: str, M: np.ndarray,
                 columns: tuple[str, ...], defined_levels: pd.Index | None, lhs_spec: Any) -> TermDesign:
     """Z of ``(lhs | mates(id, group))``: row ``i`` gets the effects of the *other*
@@ -515,17 +520,7 @@ def _mates_term(frame: pd.DataFrame, term: RandomTerm, name: str, M: np.ndarray,
     id_col, group_col = term.factors
     ids, id_levels = group_labels(frame, (id_col,))
     groups, group_levels = group_labels(frame, (group_col,))
-    if defined_levels is None:
-        levels = id_levels
-    else:
-        levels = pd.Index(defined_levels, dtype=object)
-        absent = id_levels[levels.get_indexer(id_levels) < 0]
-        if len(absent):
-            from .errors import CovarianceError
-
-            raise CovarianceError(
-                f"{len(absent)} individual(s) of {name!r} are not in its relationship structure: "
-                f"{preview(list(absent))}", problems=pd.DataFrame({"level": list(absent)}))
+    levels = _term_levels(id_levels, defined_levels, name)
     id_pos = levels.get_indexer(ids)
     g_pos = group_levels.get_indexer(groups)
     n, k, q = len(frame), M.shape[1], len(levels)
