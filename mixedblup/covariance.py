@@ -212,10 +212,19 @@ class Relationship:
         return BoundCovariance(pd.Index(levels, dtype=object), precision, logdet, diagonal, "relationship")
 
 
+#: A Cholesky pivot (squared) below this fraction of the largest diagonal entry means the
+#: matrix is singular to working precision (a rounding-positive pivot is not trusted).
+_PIVOT_TOL = 1e-10
+
+
 def _cholesky(dense: np.ndarray, what: str) -> np.ndarray:
     """Upper Cholesky factor, or CovarianceError with the smallest eigenvalue."""
     try:
-        return sla.cholesky(dense, lower=False)
+        chol = sla.cholesky(dense, lower=False)
+        pivots = np.diag(chol) ** 2
+        if len(pivots) == 0 or pivots.min() > _PIVOT_TOL * np.abs(np.diag(dense)).max():
+            return chol
+        raise np.linalg.LinAlgError
     except np.linalg.LinAlgError:
         eig = np.linalg.eigvalsh(dense)
         rank = int((eig > eig.max() * 1e-12).sum())

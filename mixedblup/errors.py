@@ -35,6 +35,7 @@ __all__ = [
     "ScaleWarning",
     "DataWarning",
     "CovarianceWarning",
+    "GenotypeWarning",
     "preview",
 ]
 
@@ -105,6 +106,10 @@ class ScaleWarning(MixedBlupWarning):
 
 class DataWarning(MixedBlupWarning):
     """Something in the data is legal but probably not what was meant."""
+
+
+class GenotypeWarning(DataWarning):
+    """Genotypes were changed or discarded: missing values imputed, markers dropped."""
 
 
 class CovarianceWarning(MixedBlupWarning):
