@@ -30,8 +30,16 @@ from .errors import (
     SingularFitWarning,
 )
 from .formula import parse_formula
+from .genomic import (
+    GenomicRelationship,
+    GenotypeWarning,
+    SingleStep,
+    adjust_relationship,
+    genomic_relationship,
+    h_inverse,
+)
 from .io import load
-from .pedigree import Pedigree
+from .pedigree import Pedigree, read_pedigree
 from .results import MixedModelResults
 
 __version__ = "0.1.0"
@@ -42,6 +50,7 @@ __all__ = [
     "load",
     "parse_formula",
     "Pedigree",
+    "read_pedigree",
     "Relationship",
     "Identity",
     "MixedModelResults",
@@ -61,4 +70,10 @@ __all__ = [
     "ScaleWarning",
     "DataWarning",
     "CovarianceWarning",
+    "genomic_relationship",
+    "adjust_relationship",
+    "GenomicRelationship",
+    "GenotypeWarning",
+    "SingleStep",
+    "h_inverse",
 ]

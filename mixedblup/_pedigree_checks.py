@@ -57,6 +57,10 @@ class IngestedPedigree:
     rows: np.ndarray
     added_founders: tuple[str, ...]
     dropped_duplicates: tuple[str, ...]
+    resolved_conflicts: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    sire_group: np.ndarray | None = None
+    dam_group: np.ndarray | None = None
 
 
 def normalize_unknown(unknown: Iterable[Any] | str | None) -> frozenset[str]:
@@ -143,6 +147,15 @@ def ingest(
     unknown: Iterable[Any] | str,
     birth: str | None,
     allow_selfing: bool,
+    on_conflict: str = "error",
+    sex: str | None = None,
+    male: Iterable[Any] = ("M", "MALE", "1"),
+    female: Iterable[Any] = ("F", "FEMALE", "2"),
+    sex_check: str = "error",
+    min_interval: float = 0.0,
+    max_unlisted: float = 0.9,
+    upg: Any = None,
+    min_group_size: int = 5,
 ) -> IngestedPedigree:
     """Normalise and check a pedigree frame; see :meth:`Pedigree.from_frame` (internal).
 
@@ -158,7 +171,29 @@ def ingest(
         Any pedigree fault of catalogue section C except loops (checked later).
     """
     if not isinstance(df, pd.DataFrame):
-        raise DataError(f"a pedigree must be a pandas DataFrame, got {type(df).__name__}")
+        try:
+            from .interop import as_pandas
+
+            df = as_pandas(df)
+        except TypeError:
+            raise DataError(
+                f"a pedigree must be a pandas or polars DataFrame, got {type(df).__name__}"
+            ) from None
+    if on_conflict not in ("error", "most_complete", "first"):
+        raise DataError(
+            f"on_conflict must be 'error', 'most_complete' or 'first'; got {on_conflict!r}"
+        )
+    if sex_check not in ("error", "warn"):
+        raise DataError(f"sex_check must be 'error' or 'warn'; got {sex_check!r}")
+    sex_col = _column(df, sex, "sex") if sex is not None else None
+    if isinstance(upg, str):
+        upg_cols = (_column(df, upg, "upg"), _column(df, upg, "upg"))
+    elif upg is not None:
+        if len(upg) != 2:
+            raise DataError("upg= must be a column name or a pair (sire group column, dam group column)")
+        upg_cols = (_column(df, upg[0], "upg"), _column(df, upg[1], "upg"))
+    else:
+        upg_cols = None
     id_col = _column(df, id, "id")
     sire_col = _column(df, sire, "sire")
     dam_col = _column(df, dam, "dam")
@@ -182,7 +217,7 @@ def ingest(
         codes, values = pd.factorize(col)  # missing -> -1
         raw_codes.append(codes.astype(np.int64))
         raw_values.append(values)
-        normalised.append(np.asarray(normalize_labels(values, what=what), dtype=object))
+        normalised.append(normalize_distinct(values, what=what))
     arrays = [np.asarray(r) for r in raw_values]
     if all(a.dtype.kind in "if" for a in arrays):
         # signed integers and (integral, as normalize_labels checked) floats: merge on the
@@ -258,14 +293,37 @@ def ingest(
             problems=pd.DataFrame(suspicious),
         )
 
+    # per-row group codes of unknown parents (C13) and sexes (C10), filtered like the rows
+    sg = dg = None
+    guniq = np.empty(0, dtype=object)
+    if upg_cols is not None:
+        gcodes, gvalues = pd.factorize(pd.concat([upg_cols[0], upg_cols[1]], ignore_index=True))
+        gnorm = normalize_distinct(gvalues, what="upg column")
+        gm, guniq = pd.factorize(gnorm)
+        gtable = np.append(gm.astype(np.int64), -1)
+        sg, dg = gtable[gcodes[:n]], gtable[gcodes[n:]]
+        guniq = np.asarray(guniq, dtype=object)
+    sex_code = None
+    if sex_col is not None:
+        males = {str(x).strip().upper() for x in male}
+        females = {str(x).strip().upper() for x in female}
+        text = sex_col.astype(object).where(sex_col.notna(), "").astype(str).str.strip().str.upper()
+        sex_code = np.where(text.isin(males), 1, np.where(text.isin(females), 2, 0))
+        sex_raw = _object_array(sex_col.tolist())
+
     # C3 / C4: duplicate rows
     keys = {"i": idc, "s": sc, "d": dc}
+    if sg is not None:
+        keys["sg"], keys["dg"] = sg, dg
     born = born_raw = None
     if birth_col is not None:
         born = _parse_birth(birth_col, birth)
         born_raw = _object_array(birth_col.tolist())
         keys["b"] = born
-    exact = pd.DataFrame(keys).duplicated(keep="first").to_numpy()
+    if np.bincount(idc, minlength=nu + 1).max() > 1:
+        exact = pd.DataFrame(keys).duplicated(keep="first").to_numpy()
+    else:  # every ID once (the usual case): no duplicate rows at all
+        exact = np.zeros(idc.size, dtype=bool)
     dropped: tuple[str, ...] = ()
     if exact.any():
         dropped = tuple(uniq[idc[exact]].tolist())
@@ -279,9 +337,43 @@ def ingest(
         idc, sc, dc, rows = idc[keep], sc[keep], dc[keep], rows[keep]
         if born is not None:
             born, born_raw = born[keep], born_raw[keep]
+        if sg is not None:
+            sg, dg = sg[keep], dg[keep]
+        if sex_code is not None:
+            sex_code, sex_raw = sex_code[keep], sex_raw[keep]
     m = idc.size
     count = np.bincount(idc, minlength=nu + 1)
     conflict = count[idc] > 1
+    resolved: tuple[str, ...] = ()
+    if conflict.any() and on_conflict != "error":
+        # keep one row per animal: the first, or the first with the most known parents
+        at = np.arange(m)
+        known = (sc >= 0).astype(np.int64) + (dc >= 0)
+        score = -known if on_conflict == "most_complete" else np.zeros(m, dtype=np.int64)
+        order = np.lexsort((at, score, idc))
+        first = np.ones(m, dtype=bool)
+        first[1:] = idc[order][1:] != idc[order][:-1]
+        keep = np.zeros(m, dtype=bool)
+        keep[order[first]] = True
+        resolved = tuple(pd.unique(uniq[idc[conflict]]).tolist())
+        warnings.warn(
+            f"{len(resolved)} animal ID(s) appear on several rows with different parents; kept "
+            + ("the first row" if on_conflict == "first" else "the row with the most known parents")
+            + f" of each (on_conflict={on_conflict!r}): {preview(resolved, _SHOW)}; dropped "
+            + _rows_text(rows[~keep])
+            + "; see Pedigree.resolved_conflicts",
+            PedigreeFixWarning,
+            stacklevel=3,
+        )
+        idc, sc, dc, rows = idc[keep], sc[keep], dc[keep], rows[keep]
+        if born is not None:
+            born, born_raw = born[keep], born_raw[keep]
+        if sg is not None:
+            sg, dg = sg[keep], dg[keep]
+        if sex_code is not None:
+            sex_code, sex_raw = sex_code[keep], sex_raw[keep]
+        m = idc.size
+        conflict = np.zeros(m, dtype=bool)
     if conflict.any():
         lines = []
         recs = []
@@ -303,7 +395,7 @@ def ingest(
             + ": "
             + "; ".join(lines[:_SHOW])
             + (f"; and {len(lines) - _SHOW} more" if len(lines) > _SHOW else "")
-            + "; keep one row per animal",
+            + "; keep one row per animal, or pass on_conflict='most_complete' or 'first'",
             problems=pd.DataFrame(recs),
         )
 
@@ -375,7 +467,9 @@ def ingest(
             ppos = row_of[pc]
             child = np.flatnonzero(ppos >= 0)
             ppos = ppos[child]
-            late = born[ppos] >= born[child]  # NaN compares False
+            late = born[ppos] > born[child] - min_interval  # NaN compares False
+            if min_interval == 0:
+                late |= born[ppos] == born[child]
             for c_, p_ in zip(child[late].tolist(), ppos[late].tolist()):
                 recs.append(
                     {"id": uniq[idc[c_]], "role": role, "parent": uniq[idc[p_]],
@@ -383,7 +477,10 @@ def ingest(
                 )
         if recs:
             raise PedigreeError(
-                f"{len(recs)} parent(s) are born on or after their offspring: "
+                f"{len(recs)} parent(s) are born "
+                + ("on or after their offspring" if min_interval == 0 else
+                   f"less than min_interval={min_interval:g} before their offspring")
+                + ": "
                 + ", ".join(
                     f"{r['id']!r} (born {r['birth']!r}, row {r['row']!r}) has {r['role']} "
                     f"{r['parent']!r} born {r['parent_birth']!r}"
@@ -392,6 +489,106 @@ def ingest(
                 + (f" and {len(recs) - _SHOW} more" if len(recs) > _SHOW else "")
                 + f"; check the parents or the birth column {birth!r}",
                 problems=pd.DataFrame(recs),
+            )
+
+    # C10: sex column consistent with the parental roles
+    if sex_code is not None:
+        recs = []
+        for role, pc, wrong in (("sire", sc, 2), ("dam", dc, 1)):
+            ppos = row_of[pc]
+            child = np.flatnonzero(ppos >= 0)
+            ppos = ppos[child]
+            bad = sex_code[ppos] == wrong
+            seen: set[int] = set()
+            for c_, p_ in zip(child[bad].tolist(), ppos[bad].tolist()):
+                if p_ in seen:
+                    continue
+                seen.add(p_)
+                recs.append(
+                    {"id": uniq[idc[p_]], "sex": sex_raw[p_], "used_as": role,
+                     "offspring": uniq[idc[c_]], "row": rows[p_], "offspring_row": rows[c_]}
+                )
+        if recs:
+            text = (
+                f"{len(recs)} animal(s) have a sex in column {sex!r} that contradicts their use "
+                "as a parent: "
+                + ", ".join(
+                    f"{r['id']!r} (sex {r['sex']!r}, row {r['row']!r}) is {r['used_as']} of "
+                    f"{r['offspring']!r} (row {r['offspring_row']!r})"
+                    for r in recs[:_SHOW]
+                )
+                + (f" and {len(recs) - _SHOW} more" if len(recs) > _SHOW else "")
+                + "; correct the sex or the parents"
+            )
+            if sex_check == "error":
+                raise PedigreeError(text + " (or pass sex_check='warn')", problems=pd.DataFrame(recs))
+            warnings.warn(text, PedigreeFixWarning, stacklevel=3)
+
+    # C12: most parents not found among the animals: IDs probably changed type or format
+    used = np.unique(np.concatenate([sc[sc >= 0], dc[dc >= 0]]))
+    unlisted = used[~is_animal[used]]
+    if used.size >= 20 and unlisted.size > max_unlisted * used.size:
+        ids_show = uniq[idc[: min(m, 5)]].tolist()
+        raise PedigreeError(
+            f"{unlisted.size} of the {used.size} distinct parents ({unlisted.size / used.size:.0%}) "
+            f"are not animal IDs after matching, e.g. parents {preview(uniq[unlisted[:5]].tolist())} "
+            f"while animal IDs look like {preview(ids_show)}: did IDs change type or format (12 "
+            "vs '0012', '12.0', a prefix)?  Read all ID columns as strings (dtype=str, "
+            "keep_default_na=False); if the parents really are not listed, pass "
+            f"max_unlisted=1.0 (now {max_unlisted:g})",
+            problems=pd.DataFrame({"parent": uniq[unlisted]}),
+        )
+
+    # C13: unknown parent groups
+    groups: tuple[str, ...] = ()
+    if sg is not None:
+        clash = pd.Index(guniq, dtype=object).isin(pd.Index(uniq[:nu], dtype=object))
+        if clash.any():
+            bad = guniq[clash].tolist()
+            raise PedigreeError(
+                f"unknown-parent group code(s) {preview(bad, _SHOW)} are also animal IDs; group "
+                "codes must differ from every animal and parent ID (e.g. prefix them with 'G:')",
+                problems=pd.DataFrame({"group": bad}),
+            )
+        no_s = (sc < 0) & (sg < 0)
+        no_d = (dc < 0) & (dg < 0)
+        listed_unlisted = pd.unique(np.concatenate([sc, dc])[~is_animal[np.concatenate([sc, dc])]])
+        if no_s.any() or no_d.any() or listed_unlisted.size:
+            lacking = np.flatnonzero(no_s | no_d)
+            parts = []
+            if lacking.size:
+                parts.append(
+                    f"{lacking.size} animal(s) have an unknown parent but no group: "
+                    f"{preview(uniq[idc[lacking]].tolist(), _SHOW)} ({_rows_text(rows[lacking])})"
+                )
+            if listed_unlisted.size:
+                parts.append(
+                    f"{listed_unlisted.size} parent(s) are not listed, so their unknown parents "
+                    f"have no group: {preview(uniq[listed_unlisted].tolist(), _SHOW)} (list them "
+                    "with a group)"
+                )
+            raise PedigreeError(
+                "with unknown parent groups every unknown parent needs a group: "
+                + "; ".join(parts),
+                problems=pd.DataFrame(
+                    {"id": np.concatenate([uniq[idc[lacking]], uniq[listed_unlisted]])}
+                ),
+            )
+        sg = np.where(sc < 0, sg, -1)
+        dg = np.where(dc < 0, dg, -1)
+        used_g = np.concatenate([sg[sg >= 0], dg[dg >= 0]])
+        size = np.bincount(used_g, minlength=guniq.size)
+        groups = tuple(guniq.tolist())
+        small = np.flatnonzero(size < min_group_size)
+        if small.size:
+            warnings.warn(
+                f"{small.size} unknown-parent group(s) have fewer than {min_group_size} unknown "
+                "parents: "
+                + ", ".join(f"{guniq[g]!r} ({size[g]})" for g in small[:_SHOW].tolist())
+                + "; small groups are poorly estimated (confounded with their animals); "
+                "consider merging them",
+                PedigreeFixWarning,
+                stacklevel=3,
             )
 
     # C2: parents that are not listed become founders (order of first use)
@@ -413,6 +610,9 @@ def ingest(
     pos_of[idc] = n_add + np.arange(m)
     pos_of[-1] = -1
     none = np.full(n_add, -1, dtype=np.int64)
+    if sg is not None:
+        sg = np.concatenate([none, sg])
+        dg = np.concatenate([none, dg])
     return IngestedPedigree(
         ids=np.concatenate([uniq[added], uniq[idc]]),
         sire=np.concatenate([none, pos_of[sc]]),
@@ -420,7 +620,33 @@ def ingest(
         rows=np.concatenate([np.full(n_add, None, dtype=object), rows]),
         added_founders=added_ids,
         dropped_duplicates=dropped,
+        resolved_conflicts=resolved,
+        groups=groups,
+        sire_group=sg,
+        dam_group=dg,
     )
+
+
+def normalize_distinct(values: Any, what: str = "labels") -> np.ndarray:
+    """Normalised labels of distinct, non-missing values, vectorised where possible.
+
+    The same result as :func:`~mixedblup.labels.normalize_labels` (an ``object`` array of
+    ``str``), without a Python loop for string and integer columns: strings are
+    stripped by pandas' vectorised ``str.strip`` and integers formatted by numpy.  Other
+    values (floats, mixed objects) go through ``normalize_labels``.
+    """
+    index = pd.Index(values)
+    if len(index) == 0:
+        return np.empty(0, dtype=object)
+    dtype = index.dtype
+    if pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        return np.asarray(index.to_numpy().astype(str), dtype=object)
+    if pd.api.types.is_string_dtype(dtype):
+        if dtype != object:  # pandas' str dtype: vectorised (pyarrow) strip
+            return index.str.strip().to_numpy(dtype=object)
+        if pd.api.types.infer_dtype(index, skipna=False) == "string":
+            return np.asarray(index.str.strip(), dtype=object)
+    return np.asarray(normalize_labels(values, what=what), dtype=object)
 
 
 def _object_array(values: list[Any]) -> np.ndarray:

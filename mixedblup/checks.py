@@ -120,8 +120,9 @@ def _scale_check(design: Design, findings: list[Finding], level: str) -> None:
         return  # large categorical designs: indicator columns, nothing to rescale
     names = [nm for nm, k in zip(design.fixed_names, design.fixed_kept) if k]
     sd = X.std(axis=0)
+    constant = sd <= 1e-10 * np.maximum(np.abs(X).max(axis=0), 1.0)
     binary = np.array([np.isin(np.unique(X[:, j]), (0.0, 1.0)).all() for j in range(X.shape[1])])
-    use = (sd > 0) & ~binary
+    use = ~constant & ~binary
     if use.sum() < 1:
         return
     ratio = sd[use].max() / sd[use].min()

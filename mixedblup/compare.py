@@ -33,7 +33,7 @@ from .errors import MixedBlupError
 if TYPE_CHECKING:
     from .results import MixedModelResults
 
-__all__ = ["compare", "chibar_pvalue"]
+__all__ = ["chibar_pvalue", "compare"]
 
 
 def chibar_pvalue(statistic: float, weights: Sequence[float], dfs: Sequence[int]) -> float:
@@ -109,7 +109,7 @@ def _mixture(small: MixedModelResults, big: MixedModelResults, ddf: int) -> tupl
     return [1.0], [ddf], f"chi2({ddf})"
 
 
-def compare(*models: MixedModelResults, refit: bool = False) -> pd.DataFrame:
+def compare(*models: MixedModelResults) -> pd.DataFrame:
     """Likelihood ratio tests between nested models fitted to the same data.
 
     Parameters
@@ -117,8 +117,6 @@ def compare(*models: MixedModelResults, refit: bool = False) -> pd.DataFrame:
     *models : MixedModelResults
         Two or more fits of the same rows and response, by the same likelihood
         (all REML or all ML) and with estimated variances.
-    refit : bool
-        Reserved (refitting REML models by ML is not done automatically); must be False.
 
     Returns
     -------
@@ -135,8 +133,6 @@ def compare(*models: MixedModelResults, refit: bool = False) -> pd.DataFrame:
         Fewer than two models, different data, mixed REML/ML, known variances, or
         REML fits with different fixed effects.
     """
-    if refit:
-        raise MixedBlupError("refit=True is not supported; fit the models with method='ML' yourself")
     if len(models) < 2:
         raise MixedBlupError("compare needs at least two models")
     methods = {m.method for m in models}

@@ -210,7 +210,7 @@ def _record_block(df: pd.DataFrame, layout: _Layout) -> GramBlock:
         cols.append(np.full(n, off, dtype=np.int64))
         vals.append(df[col].to_numpy(dtype=float))
         off += 1
-    pos = df["_pos"].to_numpy()
+    pos = df["_pos"].to_numpy(dtype=np.int64)
     rows.append(idx)
     cols.append(layout.animal_offset + pos.astype(np.int64))
     vals.append(np.ones(n))
@@ -327,14 +327,15 @@ def _pedigree_from_frame(
         start = starts[partition_info["number"]] if partition_info else 0
         out = pd.DataFrame({"_id": _as_str(df[id]).to_numpy(), "_s": _as_str(df[sire]).to_numpy(),
                             "_dm": _as_str(df[dam]).to_numpy(),
-                            "_pos": np.arange(start, start + len(df), dtype=np.int64)})
+                            "_pos": np.arange(start, start + len(df), dtype=np.int64)}).astype(
+                                {"_id": str, "_s": str, "_dm": str})
         out.loc[df[sire].isna().to_numpy(), "_s"] = ""
         out.loc[df[dam].isna().to_numpy(), "_dm"] = ""
         out["_F"] = df[inbreeding].to_numpy(dtype=float) if inbreeding else 0.0
         return out
 
-    meta = pd.DataFrame({"_id": pd.Series(dtype=object), "_s": pd.Series(dtype=object),
-                         "_dm": pd.Series(dtype=object), "_pos": pd.Series(dtype="int64"),
+    meta = pd.DataFrame({"_id": pd.Series(dtype=str), "_s": pd.Series(dtype=str),
+                         "_dm": pd.Series(dtype=str), "_pos": pd.Series(dtype="int64"),
                          "_F": pd.Series(dtype=float)})
     coded = ped.map_partitions(add_pos, meta=meta)
     idmap = coded[["_id", "_pos", "_F"]]
@@ -342,19 +343,21 @@ def _pedigree_from_frame(
     n_unique = int(idmap["_id"].nunique().compute())
     if n_unique != n:
         raise PedigreeError(f"the pedigree has {n - n_unique} duplicated IDs; IDs must be unique")
+    idmap = idmap.assign(_id=idmap["_id"].astype("string"))
     sires = idmap.rename(columns={"_id": "_s", "_pos": "_spos", "_F": "_Fs"})
     dams = idmap.rename(columns={"_id": "_dm", "_pos": "_dpos", "_F": "_Fd"})
+    coded = coded.assign(_s=coded["_s"].astype("string"), _dm=coded["_dm"].astype("string"))
     coded = coded.merge(sires, on="_s", how="left").merge(dams, on="_dm", how="left")
     unknown = set(unknown)
 
     def finish(df: pd.DataFrame) -> pd.DataFrame:
-        s_unk = df["_s"].isin(unknown).to_numpy()
-        d_unk = df["_dm"].isin(unknown).to_numpy()
-        spos = df["_spos"].to_numpy(dtype=float)
-        dpos = df["_dpos"].to_numpy(dtype=float)
+        s_unk = (df["_s"].isin(unknown) | df["_s"].isna()).to_numpy()
+        d_unk = (df["_dm"].isin(unknown) | df["_dm"].isna()).to_numpy()
+        spos = df["_spos"].to_numpy(dtype=float, na_value=np.nan)
+        dpos = df["_dpos"].to_numpy(dtype=float, na_value=np.nan)
         missing = (~s_unk & np.isnan(spos)) | (~d_unk & np.isnan(dpos))
-        fs = np.where(np.isnan(spos), 0.0, 1.0 + np.nan_to_num(df["_Fs"].to_numpy(dtype=float)))
-        fd = np.where(np.isnan(dpos), 0.0, 1.0 + np.nan_to_num(df["_Fd"].to_numpy(dtype=float)))
+        fs = np.where(np.isnan(spos), 0.0, 1.0 + np.nan_to_num(df["_Fs"].to_numpy(dtype=float, na_value=0.0)))
+        fd = np.where(np.isnan(dpos), 0.0, 1.0 + np.nan_to_num(df["_Fd"].to_numpy(dtype=float, na_value=0.0)))
         return pd.DataFrame({
             "_pos": df["_pos"].to_numpy(np.int64),
             "_spos": np.where(np.isnan(spos), -1, spos).astype(np.int64),
@@ -370,15 +373,15 @@ def _pedigree_from_frame(
     if npartitions:
         coded = coded.repartition(npartitions=npartitions)
     coded = client.persist(coded)
-    n_missing = int(coded["_missing"].sum().compute())
+    n_missing, n_bad = dask.compute(coded["_missing"].sum(), (coded["_d"] <= 0).sum())
     if n_missing:
         raise PedigreeError(
-            f"{n_missing} animal(s) have a parent that is neither an animal of the pedigree nor an "
-            f"unknown code {sorted(unknown)}; add the parents as founders (Pedigree.from_frame does this)"
+            f"{int(n_missing)} animal(s) have a parent that is neither an animal of the pedigree nor "
+            f"an unknown code {sorted(unknown)}; add the parents as founders (Pedigree.from_frame "
+            "does this)"
         )
-    bad = int((coded["_d"] <= 0).sum().compute())
-    if bad:
-        raise PedigreeError(f"{bad} animal(s) have a non-positive Mendelian sampling variance")
+    if n_bad:
+        raise PedigreeError(f"{int(n_bad)} animal(s) have a non-positive Mendelian sampling variance")
     ids = idmap.compute().sort_values("_pos")["_id"]
     return idmap[["_id", "_pos"]], pd.Index(ids.to_numpy(), dtype=object, name="id"), coded
 
@@ -479,7 +482,7 @@ def solve_pcg_dask(
     if hasattr(pedigree, "sire_pos"):
         ids = pedigree.ids
         n_animals = len(ids)
-        idmap = dd.from_pandas(pd.DataFrame({"_id": np.asarray(ids, dtype=object),
+        idmap = dd.from_pandas(pd.DataFrame({"_id": pd.Series(np.asarray(ids, dtype=object)).astype(str),
                                              "_pos": np.arange(n_animals, dtype=np.int64)}),
                                npartitions=max(1, records.npartitions))
         d = pedigree.mendelian_variances()
@@ -503,8 +506,9 @@ def solve_pcg_dask(
     # records: animal positions by a merge with the id map, then record blocks
     needed = [response, animal, *fixed, *covariates, *random] + ([weights] if weights else [])
     recs = records[list(dict.fromkeys(needed))]
-    recs = recs.assign(_id=recs[animal].map_partitions(_as_str, meta=(animal, object)))
-    recs = recs.merge(idmap, on="_id", how="left")
+    recs = recs.assign(_id=recs[animal].map_partitions(_as_str, meta=(animal, str)).astype("string"))
+    recs = recs.merge(idmap.assign(_id=idmap["_id"].astype("string")), on="_id", how="left")
+    recs = client.persist(recs)
     n_missing = int(recs["_pos"].isna().sum().compute())
     if n_missing:
         raise PedigreeError(f"{n_missing} record(s) have an animal that is not in the pedigree")

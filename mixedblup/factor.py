@@ -9,6 +9,11 @@ inverse), over several back ends:
   complement onto the remaining equations is factorised densely or sparsely
   (the block structure MixedModels.jl exploits);
 * ``"cholmod"`` -- CHOLMOD through scikit-sparse, if installed (optional accelerator);
+* ``"ldl"``     -- a sparse ``L D L'`` compiled with numba (:mod:`mixedblup.selinv`) against a
+  symbolic analysis (approximate-minimum-degree ordering, elimination tree, pattern of
+  ``L``) done once per sparsity pattern; its selected inversion gives the diagonal
+  blocks of ``C^-1`` (PEV) and the traces REML derivatives need (the default for large
+  sparse systems without CHOLMOD);
 * ``"splu"``    -- scipy's SuperLU in symmetric mode (always available).
 
 ``factorize(C, "auto", eliminate=...)`` picks among them by structure and size.
@@ -23,6 +28,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from ._blas import blas_threads, small_kernel_threads
 from .errors import EstimationError
 
 __all__ = ["Factor", "factorize", "BACKENDS", "DENSE_MAX"]
@@ -33,7 +39,7 @@ DENSE_MAX = 2500
 #: Largest Schur complement that is still factorised densely after an elimination.
 SCHUR_DENSE_MAX = 6000
 
-BACKENDS = ("auto", "dense", "schur", "splu", "cholmod")
+BACKENDS = ("auto", "dense", "schur", "ldl", "splu", "cholmod")
 
 _SINGULAR = (
     "the mixed model equations are singular (not positive definite); a fixed effect may be "
@@ -131,7 +137,8 @@ class DenseFactor(Factor):
 
     def __init__(self, C: np.ndarray) -> None:
         try:
-            low = sla.cholesky(C, lower=True, check_finite=False)
+            with blas_threads(small_kernel_threads(len(C))):
+                low = sla.cholesky(C, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
             raise EstimationError(_SINGULAR) from None
         diag = np.diag(low)
@@ -142,12 +149,14 @@ class DenseFactor(Factor):
         self._inverse: np.ndarray | None = None
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
-        return sla.cho_solve((self._low, True), rhs, check_finite=False)
+        with blas_threads(small_kernel_threads(self.n)):
+            return sla.cho_solve((self._low, True), rhs, check_finite=False)
 
     def inverse(self) -> np.ndarray:
         """The full inverse (computed once)."""
         if self._inverse is None:
-            self._inverse = sla.cho_solve((self._low, True), np.eye(self.n), check_finite=False)
+            with blas_threads(small_kernel_threads(self.n)):
+                self._inverse = sla.cho_solve((self._low, True), np.eye(self.n), check_finite=False)
         return self._inverse
 
     def inverse_columns(self, cols: np.ndarray, rows: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
@@ -229,7 +238,7 @@ class SchurFactor(Factor):
         S = E - W @ B.T
         self._elim, self._rest, self._d, self._W = elim, rest, d, W
         if inner == "auto":
-            inner = "dense" if len(rest) <= SCHUR_DENSE_MAX else ("cholmod" if _cholmod() else "splu")
+            inner = "dense" if len(rest) <= SCHUR_DENSE_MAX else ("cholmod" if _cholmod() else "ldl")
         self._inner = _build(S.toarray() if inner == "dense" else sp.csc_matrix(S), inner)
         super().__init__(n, float(np.log(d).sum()) + self._inner.logdet())
 
@@ -275,27 +284,97 @@ class SchurFactor(Factor):
         return super().inverse_columns(cols, rows, chunk)
 
 
-def _build(C: sp.spmatrix | np.ndarray, backend: str) -> Factor:
+class SparseLDLFactor(Factor):
+    """Numba ``L D L'`` against a cached symbolic analysis, with selected inversion."""
+
+    backend = "ldl"
+
+    def __init__(self, C: sp.csc_matrix, symbolic: Any = None) -> None:
+        from .selinv import LDLFactor
+
+        C = sp.csc_matrix(C)
+        sym = symbolic if symbolic is not None else symbolic_for(C)
+        try:
+            f = LDLFactor(C, sym)
+        except ValueError:  # pattern outside the given analysis: analyse this one
+            sym = symbolic_for(C)
+            f = LDLFactor(C, sym)
+        if not f.ok:
+            raise EstimationError(_SINGULAR)
+        super().__init__(C.shape[0], f.logdet())
+        self._f = f
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        return self._f.solve(rhs)
+
+    def inverse_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``C^-1[rows[m], cols[m]]`` for pairs on the pattern of ``L + L'`` (NaN elsewhere)."""
+        return self._f.inverse_entries(rows, cols)
+
+    def block_diagonal(self, starts: np.ndarray, sizes: np.ndarray, chunk: int = 256) -> np.ndarray:
+        width = int(sizes.max()) if len(sizes) else 0
+        out = np.full((self.n, width), np.nan)
+        idx = np.arange(self.n)
+        for m in range(width):
+            ok = m < sizes
+            i = idx[ok]
+            out[i, m] = self._f.inverse_entries(starts[i] + m, i)
+        missing = np.zeros(self.n, dtype=bool)
+        for m in range(width):
+            missing |= (m < sizes) & np.isnan(out[:, m])
+        cols = np.nonzero(missing)[0]
+        for first in range(0, len(cols), chunk):  # pairs off the pattern (rare): solves
+            c = cols[first: first + chunk]
+            _gather(out, self.solve(_units(self.n, c)), c, starts, sizes)
+        return out
+
+
+_SYMBOLIC_CACHE: dict[tuple, Any] = {}
+
+
+def symbolic_for(C: sp.spmatrix) -> Any:
+    """Symbolic analysis of ``C``'s pattern, cached by the pattern (a few most recent)."""
+    from .selinv import symbolic
+
+    A = sp.csc_matrix(C)
+    A.sort_indices()
+    key = (A.shape[0], A.nnz, hash(A.indptr.tobytes()), hash(A.indices.tobytes()))
+    sym = _SYMBOLIC_CACHE.get(key)
+    if sym is None:
+        sym = symbolic(A)
+        if len(_SYMBOLIC_CACHE) >= 4:
+            _SYMBOLIC_CACHE.pop(next(iter(_SYMBOLIC_CACHE)))
+        _SYMBOLIC_CACHE[key] = sym
+    return sym
+
+
+def _build(C: sp.spmatrix | np.ndarray, backend: str, symbolic: Any = None) -> Factor:
     if backend == "dense":
         return DenseFactor(C.toarray() if sp.issparse(C) else np.asarray(C))
     if backend == "cholmod":
         return CholmodFactor(sp.csc_matrix(C))
+    if backend == "ldl":
+        return SparseLDLFactor(sp.csc_matrix(C), symbolic)
     return SparseLUFactor(sp.csc_matrix(C))
 
 
-def factorize(C: sp.spmatrix | np.ndarray, backend: str = "auto", eliminate: np.ndarray | None = None) -> Factor:
+def factorize(C: sp.spmatrix | np.ndarray, backend: str = "auto", eliminate: np.ndarray | None = None,
+              symbolic: Any = None) -> Factor:
     """Factorise a symmetric positive-definite matrix.
 
     Parameters
     ----------
     C : scipy.sparse matrix or numpy.ndarray
         The coefficient matrix.
-    backend : {"auto", "dense", "schur", "splu", "cholmod"}
+    backend : {"auto", "dense", "schur", "ldl", "splu", "cholmod"}
         ``"auto"``: eliminate ``eliminate`` when given and worthwhile, otherwise dense
-        for small systems, CHOLMOD when installed, else SuperLU.
+        for small systems, CHOLMOD when installed, else ``"ldl"``.
     eliminate : numpy.ndarray, optional
         Indices whose block of ``C`` is diagonal (a random term with independent
         levels and one coefficient); used by the ``"schur"`` back end.
+    symbolic : selinv.Symbolic or callable, optional
+        A symbolic analysis of a pattern containing ``C``'s (or a function returning
+        one), for the ``"ldl"`` back end; default: analysed and cached by pattern.
 
     Returns
     -------
@@ -316,10 +395,12 @@ def factorize(C: sp.spmatrix | np.ndarray, backend: str = "auto", eliminate: np.
         elif n <= DENSE_MAX:
             backend = "dense"
         else:
-            backend = "cholmod" if _cholmod() is not None else "splu"
+            backend = "cholmod" if _cholmod() is not None else "ldl"
     if backend == "schur":
         if not has_block:
-            backend = "dense" if n <= DENSE_MAX else "splu"
+            backend = "dense" if n <= DENSE_MAX else "ldl"
         else:
             return SchurFactor(sp.csc_matrix(C), np.asarray(eliminate))
-    return _build(C, backend)
+    if backend == "ldl" and callable(symbolic):
+        symbolic = symbolic()
+    return _build(C, backend, symbolic)

@@ -34,18 +34,18 @@ if TYPE_CHECKING:
     from .results import MixedModelResults
 
 __all__ = [
+    "DDF_METHODS",
     "VarParInfo",
-    "varpar_info",
-    "theta_from_sigmas",
-    "deviance_and_vcov",
-    "satterthwaite_df",
-    "contrast_test",
-    "fixed_effects_table",
     "anova",
-    "ratio_estimate",
+    "contrast_test",
+    "deviance_and_vcov",
+    "fixed_effects_table",
     "profile",
     "profile_confint",
-    "DDF_METHODS",
+    "ratio_estimate",
+    "satterthwaite_df",
+    "theta_from_sigmas",
+    "varpar_info",
 ]
 
 #: Relative finite-difference step for the variance-parameter derivatives (Richardson
@@ -162,6 +162,12 @@ def _parameter_names(design: Design) -> tuple[list[str], np.ndarray]:
             names.append(f"theta[{term.name}:{term.columns[r]}]" if r == c
                          else f"theta[{term.name}:{term.columns[r]},{term.columns[c]}]")
             groups.append(t_i)
+    from .estimate import ThetaMap
+
+    tmap = ThetaMap.for_design(design)
+    if len(names) != tmap.size:  # a layout this labelling does not know: generic names
+        names = [f"theta[{i}]" for i in range(tmap.size)]
+        groups = list(tmap.terms_of())
     names.append("sigma")
     groups.append(-1)
     return names, np.array(groups)
@@ -194,9 +200,33 @@ def deviance_and_vcov(cp: CrossProducts, design: Design, x: np.ndarray, reml: bo
     return dev, c11 * sigma ** 2
 
 
+def _theta_parts(cp: CrossProducts, design: Design, theta: np.ndarray, reml: bool, backend: str,
+                 want_c11: bool) -> tuple[float, float, np.ndarray | None]:
+    """``L(theta)`` (log-determinants), ``P(theta)`` (pwrss) and optionally ``C1(theta) = C^-1[:p, :p]``.
+
+    ``-2 log L(theta, sigma) = a + dof log sigma^2 + L(theta) + P(theta) / sigma^2`` and
+    ``var(beta_hat) = sigma^2 C1(theta)``, so every derivative in ``sigma`` is analytic.
+    """
+    from .estimate import ThetaMap
+
+    sol = solve_mme(cp, ThetaMap.for_design(design).lambdas(theta), backend)
+    p = cp.p
+    c11 = _c11(sol.factor, p) if (want_c11 or not reml) else None
+    logdet = sol.logdet_K + sol.logdet_C
+    if not reml:
+        logdet += float(np.linalg.slogdet(c11)[1]) if p else 0.0  # minus log|C11^-1|
+    return float(logdet), float(sol.pwrss), c11
+
+
 def varpar_info(cp: CrossProducts, design: Design, theta: np.ndarray, residual: float, reml: bool,
                 backend: str = "auto") -> VarParInfo:
     """Hessian and ``var(beta)`` derivatives in ``(theta, sigma)`` for Satterthwaite's df.
+
+    Only ``theta`` is differentiated numerically (central differences over steps
+    ``h`` and ``h/2``, Richardson-extrapolated); the ``sigma`` rows follow analytically
+    from ``-2 log L = a + dof log sigma^2 + L(theta) + P(theta) / sigma^2`` and
+    ``var(beta) = sigma^2 C1(theta)``.  Cost: ``1 + 4 m + 4 m (m - 1)`` factorisations
+    for ``m`` theta elements.
 
     Parameters
     ----------
@@ -212,25 +242,50 @@ def varpar_info(cp: CrossProducts, design: Design, theta: np.ndarray, residual: 
         Factorisation back end.
     """
     names, groups = _parameter_names(design)
-    x0 = np.concatenate([np.asarray(theta, dtype=float), [np.sqrt(residual)]])
+    theta = np.asarray(theta, dtype=float)
+    sigma = float(np.sqrt(residual))
+    m = len(theta)
+    dof = cp.n - cp.p if reml else cp.n
+    cache: dict[tuple[float, ...], tuple[float, float, np.ndarray | None]] = {}
 
-    def dev(x: np.ndarray) -> float:
-        return deviance_and_vcov(cp, design, x, reml, backend)[0]
+    def parts(t: np.ndarray, want_c11: bool = False) -> tuple[float, float, np.ndarray | None]:
+        key = tuple(np.round(t, 15))
+        hit = cache.get(key)
+        if hit is None or (want_c11 and hit[2] is None):
+            hit = _theta_parts(cp, design, t, reml, backend, want_c11)
+            cache[key] = hit
+        return hit
 
-    def vcov(x: np.ndarray) -> np.ndarray:
-        return deviance_and_vcov(cp, design, x, reml, backend)[1]
+    def F(t: np.ndarray) -> float:
+        L_, P_, _ = parts(t)
+        return L_ + P_ / sigma ** 2
 
-    h = _steps(x0, groups, STEP)
-    H = _hessian(dev, x0, h)
+    h_all = _steps(theta, groups[:-1], STEP) if m else np.zeros(0)
+    _, P0, C1 = parts(theta, True)
+    H = np.zeros((m + 1, m + 1))
+    J = np.zeros((m + 1, cp.p, cp.p))
+    if m:
+        H[:m, :m] = _hessian(F, theta, h_all)
+
+        def P_of(t: np.ndarray) -> float:
+            return parts(t)[1]
+
+        def C1_of(t: np.ndarray) -> np.ndarray:
+            return parts(t, True)[2]
+
+        dP = _jacobian(lambda t: np.array([P_of(t)]), theta, h_all)[:, 0]
+        H[:m, m] = H[m, :m] = -2.0 * dP / sigma ** 3
+        J[:m] = _jacobian(C1_of, theta, h_all) * sigma ** 2
+    H[m, m] = -2.0 * dof / sigma ** 2 + 6.0 * P0 / sigma ** 4
+    J[m] = 2.0 * sigma * C1
     H = (H + H.T) / 2
-    J = _jacobian(vcov, x0, h)
     try:
         eig = np.linalg.eigvalsh(H)
         pd_ok = bool(eig.min() > 1e-10 * max(abs(eig.max()), 1.0))
     except np.linalg.LinAlgError:
         pd_ok = False
     A = 2.0 * np.linalg.inv(H) if pd_ok else np.full(H.shape, np.nan)
-    return VarParInfo(tuple(names), x0, H, A, J, pd_ok)
+    return VarParInfo(tuple(names), np.concatenate([theta, [sigma]]), H, A, J, pd_ok)
 
 
 # --------------------------------------------------------------------------- contrasts
@@ -413,7 +468,7 @@ def anova(res: MixedModelResults, type: str = "III", ddf: str = "Satterthwaite")
     rows = []
     for label, cols, _ in terms:
         L = U[cols] if kind == "I" else np.eye(len(beta))[cols]
-        if ddf == "Kenward-Roger":
+        if ddf == "Kenward-Roger" and not res.variances_known:
             from .kenward_roger import kenward_roger_test
 
             test = kenward_roger_test(res, L)
@@ -703,7 +758,7 @@ def contrast_series(res: MixedModelResults, L: Any, ddf: str = "Satterthwaite") 
         L = L.reindex(columns=names, fill_value=0.0).to_numpy(dtype=float)
     L = np.atleast_2d(np.asarray(L, dtype=float))
     if L.shape[1] == len(all_names) and len(all_names) != len(names):
-        keep = res.fixed_effects["dropped"].to_numpy() == False  # noqa: E712
+        keep = res.fixed_effects["dropped"].to_numpy() == False
         if np.any(L[:, ~keep] != 0):
             raise MixedBlupError("the contrast involves dropped (not estimable) fixed effects")
         L = L[:, keep]

@@ -357,17 +357,17 @@ def _r_string(text: str) -> str:
 def _translate_formula(formula: str) -> str:
     """The formula in R's spelling (``**`` -> ``^``, ``C(x)`` -> ``factor(x)``, ``center``)."""
     out = formula.replace("**", "^")
+    if re.search(r"\bC\([^()]*,", out):
+        raise Lme4ExportError(
+            "C() with a contrast argument has no automatic R translation; set the contrast on a "
+            "factor column in R instead"
+        )
     for func in re.findall(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(", out):
         if func not in _ALLOWED_R_FUNCS:
             raise Lme4ExportError(
                 f"the formula uses {func}(), which has no checked R translation; rewrite the term "
                 "with a precomputed column to export it to lme4"
             )
-    if re.search(r"\bC\([^()]*,", out):
-        raise Lme4ExportError(
-            "C() with a contrast argument has no automatic R translation; set the contrast on a "
-            "factor column in R instead"
-        )
     out = re.sub(r"\bC\(", "factor(", out)
     out = re.sub(r"\bcenter\(([^()]*)\)", r"scale(\1, scale = FALSE)", out)
     return out

@@ -32,7 +32,7 @@ from .errors import DataError
 if TYPE_CHECKING:
     from .results import MixedModelResults
 
-__all__ = ["save", "load", "FORMAT", "VERSION"]
+__all__ = ["FORMAT", "VERSION", "load", "save"]
 
 #: Identifier written into every JSON file.
 FORMAT = "mixedblup-results"
@@ -74,12 +74,16 @@ def _jsonable(value: Any) -> Any:
 
 def _from_json(value: Any) -> Any:
     if isinstance(value, dict) and "__ndarray__" in value:
-        return np.array([float(v) if isinstance(v, str) else v for v in np.ravel(value["__ndarray__"])]
+        return np.array([float(v) if v in _NONFINITE else v for v in np.ravel(value["__ndarray__"])]
                         if value["dtype"].startswith("float") else value["__ndarray__"],
                         dtype=value["dtype"]).reshape(np.shape(value["__ndarray__"]))
     if isinstance(value, list):
         return [_from_json(v) for v in value]
     return value
+
+
+#: How ``_jsonable`` writes non-finite floats.
+_NONFINITE = ("nan", "inf", "-inf")
 
 
 def _num(value: Any) -> float:
@@ -373,13 +377,11 @@ def _rebuild(doc: dict[str, Any], npz: Any) -> MixedModelResults:
             if f.name in doc["optimizer"]:
                 v = _from_json(doc["optimizer"][f.name])
                 if isinstance(v, list):
-                    v = tuple(float(x) if isinstance(x, str) else x for x in v)
-                elif isinstance(v, str) and f.type in ("float", float):
-                    v = float(v)
+                    v = tuple(float(x) if x in _NONFINITE else x for x in v)
                 values[f.name] = v
-        for name in ("criterion", "gradient_norm", "seconds"):
-            if isinstance(values.get(name), str):
-                values[name] = float(values[name])
+        for name, v in list(values.items()):
+            if isinstance(v, str) and v in _NONFINITE:
+                values[name] = float(v)
         optimizer = OptSummary(**values)
     vc_cov = np.asarray(npz["vc_covariance"], dtype=float) if "vc_covariance" in npz.files else None
     diagnostics = pd.DataFrame(doc.get("diagnostics") or [], columns=["check", "level", "message"])
@@ -417,7 +419,7 @@ def _design_from_frame(doc, frame, weights, bound, build_design, parse_formula):
         warnings.simplefilter("ignore")
         try:
             return build_design(spec, data, levels=levels, na_action="raise", weights=wcol)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure means the frame is unusable
             raise _refuse(f"the stored model frame does not rebuild the design ({exc})") from None
 
 

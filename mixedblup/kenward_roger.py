@@ -25,7 +25,7 @@ from .errors import MixedBlupError
 if TYPE_CHECKING:
     from .results import MixedModelResults
 
-__all__ = ["kenward_roger_test", "kenward_roger_vcov", "MAX_N"]
+__all__ = ["MAX_N", "kenward_roger_test", "kenward_roger_vcov"]
 
 #: Largest number of observations for the dense Kenward-Roger computation.
 MAX_N = 3000

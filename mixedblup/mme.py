@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -80,6 +81,7 @@ class CrossProducts:
     _t_pattern: sp.csc_matrix = field(repr=False)
     _t_order: np.ndarray = field(repr=False)
     eliminate: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _cache: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -97,6 +99,40 @@ class CrossProducts:
         T = self._t_pattern.copy()
         T.data = np.concatenate(values)[self._t_order]
         return T
+
+
+    def template(self) -> sp.csc_matrix:
+        """A pattern containing every coefficient matrix of the model (all ones).
+
+        ``|T~|' |M| |T~| + |penalty|`` with full ``k x k`` relative factors, plus
+        ``K_t^-1 (x) 1_{k x k}``: the last makes every block of ``C^-1`` that REML traces
+        ``tr(K^-1 C^tt)`` read lie on the pattern of the factor.
+        """
+        key = "template"
+        if key not in self._cache:
+            ones = lambda A: sp.csc_matrix((np.ones(A.nnz), A.indices, A.indptr), shape=A.shape)  # noqa: E731
+            T1 = ones(self._t_pattern)
+            pat = T1.T @ ones(self.M) @ T1 + ones(self.penalty)
+            blocks = [sp.csc_matrix((self.p, self.p))]
+            for cov, k in zip(self.covariances, self.ks):
+                blocks.append(sp.kron(ones(sp.csc_matrix(cov.precision)), np.ones((k, k)), format="csc"))
+            pat = pat + sp.block_diag(blocks, format="csc") + sp.identity(self.size, format="csc")
+            self._cache[key] = ones(sp.csc_matrix(pat))
+        return self._cache[key]
+
+    def symbolic(self, block: str = "full"):
+        """Symbolic analysis (ordering, elimination tree) of :meth:`template`, once per model.
+
+        ``block="zz"``: of its random-effect block (for ``C_zz`` alone).
+        """
+        if block not in self._cache:
+            from .selinv import symbolic
+
+            pat = self.template()
+            if block == "zz":
+                pat = pat[self.p:, self.p:]
+            self._cache[block] = symbolic(pat)
+        return self._cache[block]
 
 
 def _t_template(p: int, qs: Sequence[int], ks: Sequence[int]) -> tuple[sp.csc_matrix, np.ndarray]:
@@ -235,12 +271,13 @@ class Solution:
     ranks: tuple[int, ...]
     coefficient_matrix: sp.csc_matrix = field(repr=False)
     eliminate: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _zz_symbolic: Any = field(repr=False, compare=False, default=None)
 
     def random_block_factor(self) -> Factor:
         """Factor of the random-effect block ``C_zz`` alone (fixed effects taken as known)."""
         p = len(self.beta)
         backend = "auto" if self.factor.backend == "schur" else self.factor.backend
-        return factorize(self.coefficient_matrix[p:, p:], backend, self.eliminate - p)
+        return factorize(self.coefficient_matrix[p:, p:], backend, self.eliminate - p, self._zz_symbolic)
 
 
 def coefficient_matrix(cp: CrossProducts, lambdas: Sequence[np.ndarray]) -> tuple[sp.csc_matrix, sp.csc_matrix]:
@@ -269,7 +306,7 @@ def solve_mme(cp: CrossProducts, lambdas: Sequence[np.ndarray], backend: str = "
     C, Tfull = coefficient_matrix(cp, lambdas)
     p = cp.p
     rhs = Tfull.T @ np.concatenate([cp.Xty, cp.Zty])
-    factor = factorize(C, backend, cp.eliminate)
+    factor = factorize(C, backend, cp.eliminate, cp.symbolic)
     sol = factor.solve(rhs)
     beta, b = sol[:p], sol[p:]
     T = Tfull[p:, p:].tocsc()
@@ -278,7 +315,7 @@ def solve_mme(cp: CrossProducts, lambdas: Sequence[np.ndarray], backend: str = "
     logdet_K = float(sum(r * cov.logdet for r, cov in zip(ranks, cp.covariances)))
     pwrss = float(cp.yty - sol @ rhs)
     return Solution(beta, np.asarray(u).ravel(), b, T, factor, factor.logdet(), max(pwrss, 0.0),
-                    logdet_K, ranks, C, cp.eliminate)
+                    logdet_K, ranks, C, cp.eliminate, lambda: cp.symbolic("zz"))
 
 
 def minus_two_loglik(cp: CrossProducts, sol: Solution, residual: float, reml: bool,

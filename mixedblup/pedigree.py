@@ -49,10 +49,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._pedigree_checks import ingest, loop_error
+from ._pedigree_kernels import inbreeding_indirect, inbreeding_indirect_packed
 from .errors import PedigreeError, preview
 from .labels import label_to_str, normalize_labels
 
-__all__ = ["Pedigree", "inbreeding_kernel", "generations"]
+__all__ = ["Pedigree", "read_pedigree", "inbreeding_kernel", "inbreeding_vectorised", "generations"]
 
 # Tracing is batched over consecutive animals.  Each batch walks every generation below it,
 # so the Python overhead grows with (batches x generations) and the work with the entries
@@ -310,7 +311,55 @@ def _mendelian(sire: np.ndarray, dam: np.ndarray, F: np.ndarray) -> np.ndarray:
 def inbreeding_kernel(
     sire_pos: np.ndarray, dam_pos: np.ndarray, generation: np.ndarray | None = None
 ) -> np.ndarray:
-    """Exact inbreeding coefficients of a sorted pedigree.
+    """Exact inbreeding coefficients of a parents-first pedigree (compiled indirect method).
+
+    Colleau's (2002) indirect method organised by sire as in Sargolzaei, Iwaisaki &
+    Colleau (2005); see :mod:`mixedblup._pedigree_kernels`.  Compiled with numba through
+    :func:`mixedblup._accel.jit` (plain Python without numba: same values, slower).
+
+    Parameters
+    ----------
+    sire_pos, dam_pos : numpy.ndarray
+        int64 parent positions, -1 for unknown; every parent precedes its offspring.
+        A parent may be both sire and dam (selfing).
+    generation : numpy.ndarray, optional
+        Generation numbers (:func:`generations`), computed when omitted.
+
+    Returns
+    -------
+    numpy.ndarray
+        Inbreeding coefficients, float64, in the same order.
+    """
+    return _inbreeding_and_d(sire_pos, dam_pos, generation)[0]
+
+
+def _inbreeding_and_d(
+    sire_pos: np.ndarray, dam_pos: np.ndarray, generation: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(F, d)`` by the compiled indirect kernel (see :func:`inbreeding_kernel`)."""
+    sire = np.array(sire_pos, dtype=np.int64)  # writable copies: one numba signature
+    dam = np.array(dam_pos, dtype=np.int64)
+    if sire.size == 0:
+        return np.zeros(0), np.ones(0)
+    gen = generations(sire, dam) if generation is None else np.array(generation, dtype=np.int64)
+    order = _stable_order(gen)
+    n_levels = int(gen.max()) + 1
+    starts = np.searchsorted(gen[order], np.arange(n_levels + 1)).astype(np.int64)
+    if sire.size < np.iinfo(np.int32).max and n_levels < np.iinfo(np.int16).max:
+        kernel = inbreeding_indirect_packed  # int32 / int16 layout: fewer cache misses
+    else:
+        kernel = inbreeding_indirect
+    F, d = kernel(sire, dam, gen, order.astype(np.int64), starts)
+    np.clip(F, 0.0, 1.0, out=F)  # exact in theory; removes rounding below 0 or above 1
+    return F, d
+
+
+def inbreeding_vectorised(
+    sire_pos: np.ndarray, dam_pos: np.ndarray, generation: np.ndarray | None = None
+) -> np.ndarray:
+    """Exact inbreeding coefficients of a sorted pedigree (pure NumPy/SciPy, no compiler).
+
+    Kept as the uncompiled reference for tests and benchmarks.
 
     For each distinct pair of parents the coefficients ``q = (L_s + L_d) / 2`` of the
     parents' ancestors are traced (:func:`_trace`); then ``F_i = sum_k q_k^2 d_k +
@@ -318,8 +367,6 @@ def inbreeding_kernel(
     processed in batches of consecutive positions: ancestors before the batch have
     known ``d`` and are summed while tracing; ancestors inside the batch are kept and
     summed generation by generation once their ``d`` is known.
-
-    This is the only function to replace with a compiled kernel.
 
     Parameters
     ----------
@@ -578,6 +625,10 @@ class Pedigree:
         self.generation: np.ndarray = gen
         self.added_founders: tuple[str, ...] = added_founders
         self.dropped_duplicates: tuple[str, ...] = dropped_duplicates
+        self.resolved_conflicts: tuple[str, ...] = ()
+        self.groups: pd.Index = pd.Index([], dtype=object, name="group")
+        self.sire_group_pos: np.ndarray | None = None
+        self.dam_group_pos: np.ndarray | None = None
         self._F: np.ndarray | None = None
         self._d: np.ndarray | None = None
         self._levels: _Levels | None = None
@@ -595,8 +646,31 @@ class Pedigree:
         unknown: Iterable[str] = ("0", "", "NA", "."),
         birth: str | None = None,
         allow_selfing: bool = False,
+        on_conflict: str = "error",
+        sex: str | None = None,
+        male: Iterable[Any] = ("M", "MALE", "1"),
+        female: Iterable[Any] = ("F", "FEMALE", "2"),
+        sex_check: str = "error",
+        min_interval: float = 0.0,
+        max_unlisted: float = 0.9,
+        upg: str | tuple[str, str] | None = None,
+        min_group_size: int = 5,
     ) -> Pedigree:
         """Build a checked, sorted pedigree from a data frame.
+
+        ``df`` may be a pandas or a polars frame (converted by
+        :func:`mixedblup.interop.as_pandas`).  Further options (see
+        ``docs/pedigree-engine.md``): ``on_conflict="error" | "most_complete" | "first"``
+        for duplicate IDs with different parents (C4; the last two warn and record
+        :attr:`resolved_conflicts`); ``sex=`` a column checked against the parental roles
+        with codes ``male=`` / ``female=`` (case-insensitive; others unchecked), an error
+        or with ``sex_check="warn"`` a warning (C10); ``min_interval=`` the shortest
+        parent-offspring birth interval in the units of ``birth`` (days for dates, C11);
+        ``max_unlisted=`` the largest share of distinct parents that may be missing from
+        the animals before the IDs are taken to have changed type (C12, from 20 parents
+        on); ``upg=`` unknown parent groups: a column with the group of each animal's
+        unknown parent(s), or a pair (sire group column, dam group column), and
+        ``min_group_size`` below which a group is warned about (C13).
 
         IDs are normalised with :func:`~mixedblup.labels.normalize_labels` (``12``,
         ``"12"`` and ``12.0`` are one animal).  Rows may be in any order.  Read files
@@ -641,7 +715,10 @@ class Pedigree:
             listed as animals added as founders (:attr:`added_founders`).
         """
         raw = ingest(
-            df, id=id, sire=sire, dam=dam, unknown=unknown, birth=birth, allow_selfing=allow_selfing
+            df, id=id, sire=sire, dam=dam, unknown=unknown, birth=birth, allow_selfing=allow_selfing,
+            on_conflict=on_conflict, sex=sex, male=male, female=female, sex_check=sex_check,
+            min_interval=min_interval, max_unlisted=max_unlisted, upg=upg,
+            min_group_size=min_group_size,
         )
         gen = generations(raw.sire, raw.dam)
         remaining = np.flatnonzero(gen < 0)
@@ -663,7 +740,19 @@ class Pedigree:
             raw.added_founders,
             raw.dropped_duplicates,
         )
+        out.resolved_conflicts = raw.resolved_conflicts
+        if raw.sire_group is not None:
+            out._set_groups(raw.groups, raw.sire_group[order], raw.dam_group[order])
         return out
+
+    def _set_groups(self, groups: Iterable[str], sire_group: np.ndarray, dam_group: np.ndarray) -> None:
+        self.groups = pd.Index(list(groups), dtype=object, name="group")
+        sg = np.array(sire_group, dtype=np.int64)
+        dg = np.array(dam_group, dtype=np.int64)
+        sg.flags.writeable = False
+        dg.flags.writeable = False
+        self.sire_group_pos = sg
+        self.dam_group_pos = dg
 
     # ---------------------------------------------------------------- basics
 
@@ -762,6 +851,72 @@ class Pedigree:
             F.flags.writeable = False
             self._F = F
         return self._F
+
+    # ---------------------------------------------------------------- groups and pruning
+
+    def a_inverse_groups(self) -> sp.csc_matrix:
+        """The augmented inverse relationship matrix with unknown parent groups (Quaas 1988).
+
+        Rows and columns are :attr:`ids` followed by :attr:`groups`.  Groups take the
+        place of unknown parents in Henderson's rules, with the Mendelian sampling
+        variances of the pedigree without groups (a group counts as a parent with
+        ``F = -1``).  Equal to ``[[Ai, -Ai Q], [-Q' Ai, Q' Ai Q]]`` where ``Ai`` is
+        :meth:`a_inverse` and ``Q`` the group contributions (:meth:`group_contributions`);
+        singular (rank ``n``): groups are used as fixed effects, or as random effects by
+        adding their precision to the group block (see
+        :class:`mixedblup.genetic_groups.GroupedPedigree`).
+
+        Returns
+        -------
+        scipy.sparse.csc_matrix
+            ``(n + n_groups)`` square.
+
+        Raises
+        ------
+        PedigreeError
+            If the pedigree was built without ``upg=``.
+        """
+        from .genetic_groups import augmented_a_inverse
+
+        return augmented_a_inverse(self)
+
+    def group_contributions(self) -> pd.DataFrame:
+        """``Q``: the expected fraction of each animal's genes from each group.
+
+        ``q_i = (q_sire + q_dam) / 2`` where an unknown parent in group ``g``
+        contributes the indicator of ``g``.  Rows sum to 1.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index :attr:`ids`, columns :attr:`groups` (dense: for moderate sizes).
+        """
+        from .genetic_groups import group_contributions
+
+        Q = group_contributions(self)
+        return pd.DataFrame(Q.toarray(), index=self.ids, columns=self.groups)
+
+    def prune(self, keep: Iterable[Any]) -> Pedigree:
+        """The smallest pedigree that gives the same BLUPs for ``keep`` (exact pruning).
+
+        Kept are ``keep`` and every ancestor of them that has at least two kept
+        descendants-or-self lines, i.e. every ancestor on a path linking two animals
+        of the reduced pedigree, plus ancestors through which relationships pass; see
+        :func:`mixedblup.prune.prune` for the exact rule.  The report is in
+        :attr:`prune_report` of the result.
+
+        Parameters
+        ----------
+        keep : iterable
+            IDs that must stay (recorded animals, animals to predict).
+
+        Returns
+        -------
+        Pedigree
+        """
+        from .prune import prune
+
+        return prune(self, keep)
 
     def _mendelian(self) -> np.ndarray:
         if self._d is None:
@@ -978,3 +1133,106 @@ class Pedigree:
         float
         """
         return float(self.relationships([(id1, id2)]).iloc[0])
+
+
+def read_pedigree(
+    path_or_buffer: Any,
+    *,
+    id: str | int,
+    sire: str | int,
+    dam: str | int,
+    sep: str | None = None,
+    header: int | None | str = "infer",
+    names: list[str] | None = None,
+    comment: str | None = None,
+    unknown: Iterable[str] = ("0", "", "NA", "."),
+    birth: str | int | None = None,
+    engine: str | None = None,
+    **options: Any,
+) -> Pedigree:
+    """Read a pedigree file and build a checked :class:`Pedigree`.
+
+    Every column is read as text (``dtype=str``) with no pandas missing-value list, so
+    leading zeros are kept (``"0012"`` stays ``"0012"``) and IDs such as ``NA`` or
+    ``None`` stay IDs unless listed in ``unknown``; then :meth:`Pedigree.from_frame`
+    normalises and checks the IDs.
+
+    Parameters
+    ----------
+    path_or_buffer : str, path or file-like
+        CSV or whitespace-separated text.
+    id, sire, dam : str or int
+        Column names (or positions with ``header=None``), keyword-only.
+    sep : str, optional
+        Field separator: ``None`` guesses from the first line (comma, tab, semicolon,
+        else whitespace); ``"whitespace"`` for runs of blanks (BLUPF90, ASReml files).
+    header, names, comment
+        As in :func:`pandas.read_csv` (``header=None`` for files without a header line;
+        columns are then 0, 1, 2, ... unless ``names`` is given).
+    unknown : iterable of str
+        Unknown-parent codes (default ``"0", "", "NA", "."``).
+    birth : str or int, optional
+        Birth column (years, numbers or dates).
+    engine : str, optional
+        pandas parser; by default ``"pyarrow"`` when installed and the separator is one
+        character, else pandas' C parser.
+    **options
+        Passed to :meth:`Pedigree.from_frame` (``allow_selfing``, ``on_conflict``,
+        ``sex``, ``min_interval``, ``upg``...).
+
+    Returns
+    -------
+    Pedigree
+    """
+    import io
+    import os
+
+    if sep is None:
+        first = _first_line(path_or_buffer)
+        sep = next((c for c in (",", "\t", ";") if c in first), "whitespace")
+    kw: dict[str, Any] = dict(dtype=str, keep_default_na=False, na_values=[], header=header)
+    if names is not None:
+        kw["names"] = names
+    if comment is not None:
+        kw["comment"] = comment
+    if sep == "whitespace":
+        kw["sep"] = r"\s+"
+    else:
+        kw["sep"] = sep
+    if engine is None:
+        try:
+            import pyarrow  # noqa: F401
+
+            usable = (
+                sep != "whitespace" and len(sep) == 1 and comment is None
+                and isinstance(path_or_buffer, (str, os.PathLike)) and header in ("infer", 0)
+            )
+        except ImportError:
+            usable = False
+        engine = "pyarrow" if usable else "c"
+    if isinstance(path_or_buffer, str) and "\n" in path_or_buffer:
+        path_or_buffer = io.StringIO(path_or_buffer)
+    frame = pd.read_csv(path_or_buffer, engine=engine, **kw)
+    return Pedigree.from_frame(
+        frame, id=id, sire=sire, dam=dam, unknown=unknown, birth=birth, **options
+    )
+
+
+def _first_line(path_or_buffer: Any) -> str:
+    """First non-empty line of a file or buffer (the buffer is rewound)."""
+    if hasattr(path_or_buffer, "read"):
+        pos = path_or_buffer.tell()
+        line = ""
+        while not line.strip():
+            line = path_or_buffer.readline()
+            if not line:
+                break
+        path_or_buffer.seek(pos)
+        return line if isinstance(line, str) else line.decode(errors="replace")
+    if isinstance(path_or_buffer, str) and "\n" in path_or_buffer:
+        return next((ln for ln in path_or_buffer.splitlines() if ln.strip()), "")
+    with open(path_or_buffer, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                return line
+    return ""

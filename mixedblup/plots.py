@@ -21,7 +21,7 @@ from scipy import stats
 if TYPE_CHECKING:
     from .results import MixedModelResults
 
-__all__ = ["caterpillar", "residuals_vs_fitted", "qq", "profile_plot"]
+__all__ = ["caterpillar", "profile_plot", "qq", "residuals_vs_fitted"]
 
 
 def _pyplot() -> Any:
@@ -130,7 +130,7 @@ def qq(res: MixedModelResults, which: str = "residuals", *, term: str | None = N
         values = res.residuals.to_numpy()
         title = "Normal Q-Q: residuals"
     elif which == "blups":
-        term = list(res.terms.index)[0] if term is None else term
+        term = next(iter(res.terms.index)) if term is None else term
         table = res.random_effects(term)
         coefficient = table["term"].iloc[0] if coefficient is None else coefficient
         values = table.loc[table["term"] == coefficient, "estimate"].to_numpy()

@@ -19,12 +19,13 @@ import scipy.sparse as sp
 
 from .design import Design, TermDesign
 from .errors import DataError, MixedBlupError, RowsDroppedWarning, preview
+from .formula import formula_context
 from .labels import normalize_labels
 
 if TYPE_CHECKING:
     from .results import MixedModelResults
 
-__all__ = ["predict", "NEW_LEVELS"]
+__all__ = ["NEW_LEVELS", "predict"]
 
 #: Policies for grouping levels not seen in training.
 NEW_LEVELS = ("error", "population")
@@ -35,11 +36,11 @@ def _encode(spec: Any, frame: pd.DataFrame, what: str) -> sp.csr_matrix:
     try:
         from formulaic.errors import DataMismatchWarning  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - older formulaic
-        DataMismatchWarning = Warning  # noqa: N806
+        DataMismatchWarning = Warning
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataMismatchWarning)
         try:
-            mm = spec.get_model_matrix(frame)
+            mm = spec.get_model_matrix(frame, context=formula_context())
         except DataMismatchWarning as exc:
             raise DataError(
                 f"{what}: new data has categories not seen when fitting ({exc}); a fixed effect "
@@ -52,24 +53,83 @@ def _encode(spec: Any, frame: pd.DataFrame, what: str) -> sp.csr_matrix:
     return sp.csr_matrix(mm, dtype=float)
 
 
-def _row_levels(frame: pd.DataFrame, term: TermDesign) -> np.ndarray:
-    """The term's level label of every row (factor labels joined by ``:``)."""
-    parts = []
-    for factor in term.term.factors:
-        cat = pd.Categorical(frame[factor])
-        names = np.asarray(normalize_labels(cat.categories, what=f"grouping column {factor!r}"), dtype=object)
-        parts.append(names[np.asarray(cat.codes)])
-    if len(parts) == 1:
-        return parts[0]
-    return np.array([":".join(p) for p in zip(*parts)], dtype=object)
+def _leaves(term: TermDesign) -> tuple[TermDesign, ...]:
+    """The ordinary terms a (possibly joint) term is made of."""
+    return tuple(m for member in term.members for m in _leaves(member)) if term.members else (term,)
 
 
 def _needed_columns(design: Design, include_random: bool) -> list[str]:
     cols = set(design.fixed_spec.required_variables)
     if include_random:
         for term in design.terms:
-            cols |= set(term.lhs_spec.required_variables) | set(term.term.factors)
+            for leaf in _leaves(term):
+                cols |= set(leaf.lhs_spec.required_variables) | set(leaf.term.factors)
     return sorted(cols)
+
+
+def _labels_of(frame: pd.DataFrame, column: str) -> np.ndarray:
+    cat = pd.Categorical(frame[column])
+    names = np.asarray(normalize_labels(cat.categories, what=f"grouping column {column!r}"), dtype=object)
+    return names[np.asarray(cat.codes)]
+
+
+def _leaf_rows(frame: pd.DataFrame, term: TermDesign, levels: pd.Index
+               ) -> tuple[sp.csr_matrix, list[tuple[int, str, np.ndarray]]]:
+    """Z of one ordinary term for new rows, and the entries that fall on unknown levels.
+
+    Returns the ``n x len(levels) * k`` incidence over known levels and a list of
+    ``(row, level label, coefficients)`` for levels the term does not know.
+    """
+    what = f"random term ({term.term.lhs} | {term.term.group})"
+    M = _encode(term.lhs_spec, frame, what).toarray()
+    n, k = M.shape
+    if getattr(term.term, "kind", "levels") == "mates":
+        id_col, group_col = term.term.factors
+        ids, groups = _labels_of(frame, id_col), _labels_of(frame, group_col)
+        pairs = []  # (row, mate label): every other distinct individual of the row's group
+        by_group: dict[Any, list[str]] = {}
+        for i, g in enumerate(groups):
+            by_group.setdefault(g, [])
+            if ids[i] not in by_group[g]:
+                by_group[g].append(ids[i])
+        for i, (g, own) in enumerate(zip(groups, ids)):
+            pairs.extend((i, mate) for mate in by_group[g] if mate != own)
+        rows = np.array([r for r, _ in pairs], dtype=np.int64)
+        labels = np.array([lab for _, lab in pairs], dtype=object)
+    else:
+        parts = [_labels_of(frame, f) for f in term.term.factors]
+        labels = parts[0] if len(parts) == 1 else np.array([":".join(p) for p in zip(*parts)], dtype=object)
+        rows = np.arange(n)
+    pos = levels.get_indexer(pd.Index(labels, dtype=object)) if len(labels) else np.zeros(0, np.int64)
+    known = pos >= 0
+    r = np.repeat(rows[known], k)
+    c = (pos[known][:, None] * k + np.arange(k)[None, :]).ravel()
+    v = M[rows[known]].ravel()
+    Z = sp.csr_matrix((v, (r, c)), shape=(n, len(levels) * k))
+    new = [(int(i), str(lab), M[i]) for i, lab in zip(rows[~known], labels[~known])]
+    return Z, new
+
+
+def _term_rows(frame: pd.DataFrame, term: TermDesign) -> tuple[sp.csr_matrix, list[tuple[int, str, np.ndarray]]]:
+    """Z of a (possibly joint) term for new rows; unknown-level entries padded to the term's ``k``."""
+    if not term.members:
+        return _leaf_rows(frame, term, pd.Index(term.levels))
+    k = term.k
+    q = len(term.levels)
+    n = len(frame)
+    blocks, new_all, offset = [], [], 0
+    for member in term.members:
+        Zm, new = _term_rows(frame, member)
+        km = member.k
+        coo = Zm.tocoo()
+        level, col = np.divmod(coo.col, km)
+        blocks.append(sp.csr_matrix((coo.data, (coo.row, level * k + offset + col)), shape=(n, q * k)))
+        for i, lab, vec in new:
+            full = np.zeros(k)
+            full[offset: offset + km] = vec
+            new_all.append((i, lab, full))
+        offset += km
+    return sum(blocks[1:], blocks[0]).tocsr(), new_all
 
 
 def predict(res: MixedModelResults, newdata: pd.DataFrame | None = None, *, include_random: bool = True,
@@ -78,7 +138,7 @@ def predict(res: MixedModelResults, newdata: pd.DataFrame | None = None, *, incl
     if new_levels not in NEW_LEVELS:
         raise ValueError(f"new_levels must be one of {NEW_LEVELS}; got {new_levels!r}")
     design = res._design
-    positions: list[tuple[np.ndarray, np.ndarray]] = []
+    positions: list[tuple[list[tuple[int, str, np.ndarray]], np.ndarray]] = []
     if newdata is None:
         # the training rows, through the training matrices themselves
         index = design.index
@@ -116,25 +176,19 @@ def predict(res: MixedModelResults, newdata: pd.DataFrame | None = None, *, incl
         X = Xfull[:, np.nonzero(design.fixed_kept)[0]]
         Zs = []
         if include_random:
-            for term in design.terms:
-                M = _encode(term.lhs_spec, frame, f"random term ({term.term.lhs} | {term.term.group})").toarray()
-                labels = _row_levels(frame, term)
-                pos = pd.Index(term.levels).get_indexer(pd.Index(labels, dtype=object))
-                new = pos < 0
-                if new.any() and new_levels == "error":
-                    unseen = pd.unique(labels[new])
+            for term, sigma in zip(design.terms, res._sigmas):
+                Z_t, new = _term_rows(frame, term)
+                if new and new_levels == "error":
+                    unseen = list(dict.fromkeys(lab for _, lab, _ in new))
                     raise DataError(
                         f"{len(unseen)} level(s) of {term.name!r} were not in the training data (nor in its "
-                        f"pedigree or relationship matrix): {preview(list(unseen))}; pass "
+                        f"pedigree or relationship matrix): {preview(unseen)}; pass "
                         "new_levels='population' to predict them at the population level",
                         problems=pd.DataFrame({"level": unseen}),
                     )
-                n, k = M.shape
-                rows = np.repeat(np.arange(n), k)
-                colidx = (np.maximum(pos, 0)[:, None] * k + np.arange(k)[None, :]).ravel()
-                vals = np.where(np.repeat(new, k), 0.0, M.ravel())
-                Zs.append(sp.csr_matrix((vals, (rows, colidx)), shape=(n, term.q)))
-                positions.append((new, M))
+                Zs.append(Z_t)
+                if new:
+                    positions.append((new, np.atleast_2d(sigma)))
     beta = res._solution.beta
     pred = np.asarray(X @ beta).ravel()
     if include_random and design.terms:
@@ -146,9 +200,12 @@ def predict(res: MixedModelResults, newdata: pd.DataFrame | None = None, *, incl
     var = _prediction_variance(res, X, Zs if include_random else None)
     if include_random and positions:
         # a new level's effect is predicted as zero: its whole prior variance is prediction error
-        for (new, M), sigma in zip(positions, res._sigmas):
-            if new.any():
-                var[new] += np.einsum("ij,jk,ik->i", M[new], sigma, M[new])
+        for new, sigma in positions:
+            per_level: dict[tuple[int, str], np.ndarray] = {}
+            for i, lab, vec in new:
+                per_level[(i, lab)] = per_level.get((i, lab), 0) + vec
+            for (i, _), vec in per_level.items():
+                var[i] += float(vec @ sigma @ vec)
     return pd.DataFrame({"prediction": out, "se": np.sqrt(np.clip(var, 0, None))}, index=index)
 
 

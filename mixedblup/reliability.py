@@ -12,14 +12,21 @@ Method
 Information is measured in units of ``1 / sigma_e^2`` (record equivalents);
 ``alpha = sigma_e^2 / sigma_a^2``.
 
-1. **Own records.**  A record with weight ``w`` in contemporary group ``h`` (total
-   weight ``W_h``) contributes ``w (1 - w / W_h)``, what is left after absorbing a
-   fixed group effect (``W_h + sigma_e^2 / sigma_h^2`` for a random group).  With a
-   permanent-environment variance ``sigma_pe^2`` (``gamma = sigma_e^2 / sigma_pe^2``)
-   ``n`` such units give ``n gamma / (n + gamma)``.
+1. **Own records.**  The contemporary group effect is estimated from the herdmates'
+   records, whose genetic (and permanent-environment) values act as noise, so a
+   record with weight ``w`` in group ``h`` (total weight ``W_h``) keeps
+   ``w / (1 + w PEV_h)`` with ``PEV_h = 1 / ((W_h - w) / (1 + v) + sigma_e^2 / sigma_h^2)``,
+   ``v = (sigma_a^2 + sigma_pe^2) / sigma_e^2`` (the last term only for a random
+   group).  With ``v = 0`` and a fixed group this is Misztal & Wiggans' ``w (1 - w / W_h)``.
+   With a permanent-environment variance (``gamma = sigma_e^2 / sigma_pe^2``) ``n``
+   such units give ``n gamma / (n + gamma)``.  Seen from a parent whose progeny
+   have records of weight ``W_ph`` in the group, a record counts
+   ``(1 - W_ph / W_h) / (1 - w / W_h)`` times as much: the group absorbs the part of
+   the parent's effect its progeny share there (half-sibs in one herd-year).
 2. **Progeny** (youngest first).  ``desc_o`` is the information on offspring ``o``
    from its own records and its own progeny.  Since
    ``a_o = a_i / 2 + a_m / 2 + m_o``, offspring ``o`` tells about parent ``i``
+   (``desc_o`` with its records seen from ``i``)
    ``(1/4) / (1 / desc_o + (d_o + pv_m / 4) / alpha)``, with ``d_o`` the Mendelian
    sampling variance (inbreeding included) and ``pv_m`` the relative PEV of the mate
    (``1`` in the first round; the term is absent for an unknown mate).  For a sire with
@@ -35,7 +42,9 @@ Steps 2-4 are repeated (``rounds``) so that mates' PEVs enter.  Ignored: fixed e
 other than the contemporary group, covariances between relatives' prediction errors
 beyond parent-offspring pairs, and information through mates' other progeny.  On
 simulated dairy pedigrees the approximation is within a few points of the exact
-reliabilities (see ``tests/test_reliability.py``, which reports the error).
+reliabilities: correlation 0.98 to 0.999 and mean absolute error 0.015 to 0.03,
+overestimating slightly, the larger errors with tiny contemporary groups (see
+``tests/test_reliability.py``, which reports the error).
 
 References
 ----------
@@ -67,9 +76,11 @@ METHOD = (
 
 
 @jit
-def _accumulate(sire, dam, d, own, alpha, rounds):  # pragma: no cover - compiled
+def _accumulate(sire, dam, d, own, own_s, own_d, alpha, rounds):  # pragma: no cover - compiled
     """Backward (progeny) and forward (parents) passes over a parents-first pedigree.
 
+    ``own_s`` / ``own_d`` are the record information of each animal as seen by its
+    sire / dam (discounted for the parent's other progeny in the same groups).
     Returns total information ``D``, descendant information ``desc``, and the
     parental prior information ``alpha / V``.
     """
@@ -90,22 +101,24 @@ def _accumulate(sire, dam, d, own, alpha, rounds):  # pragma: no cover - compile
             pv_d = alpha / max(D[d_] - contrib_d[i], alpha) if d_ >= 0 else 1.0
             contrib_s[i] = 0.0
             contrib_d[i] = 0.0
-            if desc[i] <= 0.0:
-                continue
             if s_ >= 0:
-                nuis = d[i]
-                if d_ >= 0:
-                    nuis += 0.25 * pv_d
-                c = 0.25 / (1.0 / desc[i] + nuis / alpha)
-                contrib_s[i] = c
-                desc[s_] += c
+                info = desc[i] - own[i] + own_s[i]
+                if info > 0.0:
+                    nuis = d[i]
+                    if d_ >= 0:
+                        nuis += 0.25 * pv_d
+                    c = 0.25 / (1.0 / info + nuis / alpha)
+                    contrib_s[i] = c
+                    desc[s_] += c
             if d_ >= 0:
-                nuis = d[i]
-                if s_ >= 0:
-                    nuis += 0.25 * pv_s
-                c = 0.25 / (1.0 / desc[i] + nuis / alpha)
-                contrib_d[i] = c
-                desc[d_] += c
+                info = desc[i] - own[i] + own_d[i]
+                if info > 0.0:
+                    nuis = d[i]
+                    if s_ >= 0:
+                        nuis += 0.25 * pv_s
+                    c = 0.25 / (1.0 / info + nuis / alpha)
+                    contrib_d[i] = c
+                    desc[d_] += c
         for i in range(n):  # parents before offspring: D of parents is final
             s_ = sire[i]
             d_ = dam[i]
@@ -121,17 +134,46 @@ def _accumulate(sire, dam, d, own, alpha, rounds):  # pragma: no cover - compile
 
 def _record_information(
     positions: np.ndarray, groups: np.ndarray | None, weights: np.ndarray, n: int,
-    group_ratio: float | None,
-) -> np.ndarray:
-    """Information from records per animal, the contemporary group absorbed."""
+    group_ratio: float | None, herdmate_noise: float, sire: np.ndarray, dam: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Information from records per animal with the contemporary group absorbed.
+
+    The group effect is estimated from the herdmates' records, whose genetic (and
+    permanent-environment) values act as noise: ``PEV(group) = 1 / ((W_h - w) / (1 + v)
+    + sigma_e^2 / sigma_h^2)`` in units of ``sigma_e^2`` with ``v = (sigma_a^2 +
+    sigma_pe^2) / sigma_e^2``, and a record then gives ``w / (1 + w PEV(group))``
+    (``w (1 - w / W_h)`` when ``v = 0`` and the group is fixed).
+
+    Seen from a parent with progeny records of total weight ``W_ph`` in the group, a
+    record's information is scaled by ``(1 - W_ph / W_h) / (1 - w / W_h)``: the group
+    absorbs the part of the parent's effect shared by its progeny there.
+
+    Returns the information per animal, and as seen by its sire and by its dam.
+    """
     w = weights
-    if groups is not None:
-        codes, inverse = np.unique(groups, return_inverse=True)
-        total = np.bincount(inverse, weights=w, minlength=len(codes))
-        if group_ratio is not None:
-            total = total + group_ratio
-        w = w * (1.0 - w / total[inverse])
-    return np.bincount(positions, weights=w, minlength=n)
+    if groups is None:
+        own = np.bincount(positions, weights=w, minlength=n)
+        return own, own, own
+    _, inverse = np.unique(groups, return_inverse=True)
+    inverse = inverse.ravel()
+    total = np.bincount(inverse, weights=w)[inverse]
+    precision = (total - w) / (1.0 + herdmate_noise) + (group_ratio or 0.0)
+    with np.errstate(divide="ignore"):
+        info = np.where(precision > 0, w / (1.0 + w / np.maximum(precision, 1e-300)), 0.0)
+    own = np.bincount(positions, weights=info, minlength=n)
+    seen = []
+    for parent in (sire, dam):
+        par = parent[positions]
+        known = par >= 0
+        key = inverse.astype(np.int64) * (n + 1) + np.where(known, par, n)
+        _, kinv = np.unique(key, return_inverse=True)
+        kinv = kinv.ravel()
+        w_ph = np.bincount(kinv, weights=w)[kinv]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.where(total > w, (1.0 - w_ph / total) / (1.0 - w / total), 0.0)
+        f = np.where(known, np.clip(f, 0.0, 1.0), 1.0)
+        seen.append(np.bincount(positions, weights=info * f, minlength=n))
+    return own, seen[0], seen[1]
 
 
 def approximate_reliability(
@@ -202,15 +244,17 @@ def approximate_reliability(
     if group is not None:
         groups = pd.factorize(data[group])[0]
     ratio = None if group_variance is None else residual / group_variance
-    own = _record_information(positions, groups, w, n, ratio)
-    if pe is not None:
-        gamma = residual / pe
-        own = own * gamma / (own + gamma)
-    d = pedigree.mendelian_variances()
-    F = pedigree.inbreeding().to_numpy()
     sire = np.ascontiguousarray(pedigree.sire_pos, dtype=np.int64)
     dam = np.ascontiguousarray(pedigree.dam_pos, dtype=np.int64)
-    D, desc, prior = _accumulate(sire, dam, np.ascontiguousarray(d), own, float(alpha), int(rounds))
+    noise = (additive + (pe or 0.0)) / residual
+    own, own_s, own_d = _record_information(positions, groups, w, n, ratio, noise, sire, dam)
+    if pe is not None:
+        gamma = residual / pe
+        own, own_s, own_d = (v * gamma / (v + gamma) for v in (own, own_s, own_d))
+    d = pedigree.mendelian_variances()
+    F = pedigree.inbreeding().to_numpy()
+    D, desc, prior = _accumulate(sire, dam, np.ascontiguousarray(d), own, own_s, own_d, float(alpha),
+                                 int(rounds))
     pev = residual / D
     rel = np.clip(1.0 - pev / ((1.0 + F) * additive), 0.0, 1.0)
     out = pd.DataFrame(

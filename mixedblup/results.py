@@ -6,9 +6,9 @@ Tables are numeric pandas objects; formatting happens only in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from .errors import EstimationError
 from .mme import CrossProducts, Solution
 from .variances import RESIDUAL
 
-__all__ = ["MixedModelResults", "MMEView", "random_effect_labels"]
+__all__ = ["MMEView", "MixedModelResults", "random_effect_labels"]
 
 
 def random_effect_labels(design: Design) -> list[str]:
@@ -617,7 +617,8 @@ def build_results(
         ``(label, columns, factors)`` of every fixed-part term (read from the formula
         encoding when omitted; :func:`mixedblup.load` passes the stored ones).
     """
-    from .inference import fixed_effects_table, fixed_terms as _terms_of, theta_from_sigmas, varpar_info
+    from .inference import fixed_effects_table, theta_from_sigmas, varpar_info
+    from .inference import fixed_terms as _terms_of
 
     p = cp.p
     factor = solution.factor

@@ -27,9 +27,11 @@ needs no SuiteSparse).
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ._accel import jit
+from ._blas import blas_threads, small_kernel_threads
 
 __all__ = ["Symbolic", "LDLFactor", "symbolic", "ldl_numeric", "ldl_solve", "selected_inverse",
            "amd_order"]
@@ -88,9 +90,11 @@ class Symbolic:
         Nonzeros of ``L`` below the diagonal.
     flops : float
         ``sum_j c_j^2`` (the factorisation's work, up to a constant).
+    n1 : int
+        Columns factorised sparsely; the last ``n - n1`` form a dense block (LAPACK).
     """
 
-    def __init__(self, pattern: sp.spmatrix, perm: np.ndarray | None = None) -> None:
+    def __init__(self, pattern: sp.spmatrix, perm: np.ndarray | None = None, n1: int | None = None) -> None:
         A = sp.csc_matrix(pattern)
         n = A.shape[0]
         if perm is None:
@@ -102,12 +106,15 @@ class Symbolic:
         self.perm = perm
         self.pinv = pinv
         U = _permuted_upper(A, perm)
+        self.Up = U.indptr.astype(np.int64)
+        self.Ui = U.indices.astype(np.int64)
         self.parent = _etree_upper(n, U.indptr.astype(np.int64), U.indices.astype(np.int64))
         counts = _col_counts(n, U.indptr.astype(np.int64), U.indices.astype(np.int64), self.parent)
         self.Lp = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=self.Lp[1:])
         self.nnz = int(self.Lp[-1])
         self.flops = float((counts.astype(float) ** 2).sum())
+        self.n1 = choose_split(counts) if n1 is None else int(n1)
 
 
 def _permuted_upper(C: sp.spmatrix, perm: np.ndarray) -> sp.csc_matrix:
@@ -127,21 +134,31 @@ def _permuted_upper(C: sp.spmatrix, perm: np.ndarray) -> sp.csc_matrix:
 
 # --------------------------------------------------------------------------- numeric factorisation
 @jit
-def ldl_numeric(n, Up, Ui, Ux, Lp, parent):
-    """Up-looking ``L D L'`` of the matrix whose upper triangle (CSC, sorted) is ``Up, Ui, Ux``.
+def ldl_numeric(n, n1, Up, Ui, Ux, Lp, parent):
+    """Up-looking ``L D L'`` of the first ``n1`` columns, and the dense Schur complement.
 
-    Returns ``(Li, Lx, D, ok)``; ``ok`` is False when a pivot is not positive
-    (the matrix is not positive definite).  Rows are sorted within each column.
+    The matrix is given by its upper triangle (CSC, sorted rows): ``Up, Ui, Ux``.
+    Columns ``j < n1`` of ``L`` (all their rows, rows sorted) and ``D[:n1]`` are computed
+    by sparse up-looking elimination; the trailing ``s = n - n1`` equations, where the
+    factor is (nearly) dense, are returned as the dense Schur complement
+    ``S = A22 - L21 D1 L21'`` for a LAPACK Cholesky.  Returns ``(Li, Lx, D, S, ok)``;
+    ``ok`` is False when a pivot is not positive.
     """
-    nnz = Lp[n]
+    nnz = Lp[n1]
+    s = n - n1
     Li = np.empty(nnz, dtype=np.int64)
     Lx = np.empty(nnz, dtype=np.float64)
-    D = np.empty(n, dtype=np.float64)
+    D = np.empty(n1, dtype=np.float64)
+    S = np.zeros((s, s), dtype=np.float64)
     Y = np.zeros(n, dtype=np.float64)
     pattern = np.empty(n, dtype=np.int64)
     flag = np.full(n, -1, dtype=np.int64)
-    Lnz = np.zeros(n, dtype=np.int64)
+    Lnz = np.zeros(n1, dtype=np.int64)
+    Lnz1 = np.zeros(n1, dtype=np.int64)
     for k in range(n):
+        if k == n1:
+            for j in range(n1):
+                Lnz1[j] = Lnz[j]
         top = n
         flag[k] = k
         diag = 0.0
@@ -149,12 +166,16 @@ def ldl_numeric(n, Up, Ui, Ux, Lp, parent):
             i = Ui[p]
             if i > k:
                 continue
+            if i >= n1:  # entry of A22
+                S[i - n1, k - n1] = Ux[p]
+                S[k - n1, i - n1] = Ux[p]
+                continue
             if i == k:
                 diag += Ux[p]
                 continue
             Y[i] += Ux[p]
             length = 0
-            while flag[i] != k:
+            while i < n1 and flag[i] != k:
                 pattern[length] = i
                 length += 1
                 flag[i] = k
@@ -163,77 +184,137 @@ def ldl_numeric(n, Up, Ui, Ux, Lp, parent):
                 top -= 1
                 length -= 1
                 pattern[top] = pattern[length]
-        # pattern[top:n] is the row pattern of L[k, :] in topological order
         for t in range(top, n):
             i = pattern[t]
             yi = Y[i]
             Y[i] = 0.0
             p2 = Lp[i] + Lnz[i]
-            for p in range(Lp[i], p2):
+            stop = p2 if k < n1 else Lp[i] + Lnz1[i]
+            for p in range(Lp[i], stop):
                 Y[Li[p]] -= Lx[p] * yi
             l_ki = yi / D[i]
-            diag -= l_ki * yi
+            if k < n1:
+                diag -= l_ki * yi
             Li[p2] = k
             Lx[p2] = l_ki
             Lnz[i] += 1
-        if not diag > 0.0:
+        if k < n1:
+            if not diag > 0.0:
+                D[k] = diag
+                return Li, Lx, D, S, False
             D[k] = diag
-            return Li, Lx, D, False
-        D[k] = diag
-    return Li, Lx, D, True
+    if n1 == n:
+        return Li, Lx, D, S, True
+    # S -= L21 D1 L21'
+    for j in range(n1):
+        q0 = Lp[j] + Lnz1[j]
+        q1 = Lp[j] + Lnz[j]
+        dj = D[j]
+        for qa in range(q0, q1):
+            a = Li[qa] - n1
+            la = Lx[qa] * dj
+            for qb in range(qa, q1):
+                v = la * Lx[qb]
+                b = Li[qb] - n1
+                S[b, a] -= v
+                if b != a:
+                    S[a, b] -= v
+    return Li, Lx, D, S, True
 
 
 @jit
-def ldl_solve(n, Lp, Li, Lx, D, B):
-    """Solve ``L D L' X = B`` in place for ``B`` of shape ``(n, m)`` (permuted order)."""
+def _forward(n1, Lp, Li, Lx, D, B):
+    """Forward substitution through the sparse columns and scaling by ``D[:n1]`` (in place).
+
+    ``B`` is ``(n, m)`` C-contiguous; loops run across right-hand sides innermost, and
+    leading zero rows (unit vectors of late equations) are skipped.
+    """
     m = B.shape[1]
-    for c in range(m):
-        # forward, starting at the first nonzero of the right-hand side
-        first = n
-        for j in range(n):
+    first = n1
+    for j in range(n1):
+        nz = False
+        for c in range(m):
             if B[j, c] != 0.0:
-                first = j
+                nz = True
                 break
-        for j in range(first, n):
-            bj = B[j, c]
-            if bj != 0.0:
-                for p in range(Lp[j], Lp[j + 1]):
-                    B[Li[p], c] -= Lx[p] * bj
-        for j in range(n):
-            B[j, c] /= D[j]
-        for j in range(n - 1, -1, -1):
-            s = B[j, c]
-            for p in range(Lp[j], Lp[j + 1]):
-                s -= Lx[p] * B[Li[p], c]
-            B[j, c] = s
+        if nz:
+            first = j
+            break
+    for j in range(first, n1):
+        for p in range(Lp[j], Lp[j + 1]):
+            i = Li[p]
+            lij = Lx[p]
+            for c in range(m):
+                B[i, c] -= lij * B[j, c]
+    for j in range(n1):
+        dj = 1.0 / D[j]
+        for c in range(m):
+            B[j, c] *= dj
     return B
+
+
+@jit
+def _backward(n1, Lp, Li, Lx, B):
+    """Backward substitution through the sparse columns (in place)."""
+    m = B.shape[1]
+    for j in range(n1 - 1, -1, -1):
+        for p in range(Lp[j], Lp[j + 1]):
+            i = Li[p]
+            lij = Lx[p]
+            for c in range(m):
+                B[j, c] -= lij * B[i, c]
+    return B
+
+
+def ldl_solve(n1, Lp, Li, Lx, D, Ls, B):
+    """Solve ``C X = B`` (permuted order) in place, ``B`` ``(n, m)`` C-contiguous.
+
+    ``Ls`` is the lower Cholesky factor of the dense Schur complement of the last
+    ``n - n1`` equations.
+    """
+    _forward(n1, Lp, Li, Lx, D, B)
+    if Ls.shape[0]:
+        with blas_threads(small_kernel_threads(Ls.shape[0])):
+            B[n1:] = sla.cho_solve((Ls, True), B[n1:], check_finite=False)
+    return _backward(n1, Lp, Li, Lx, B)
 
 
 # --------------------------------------------------------------------------- selected inversion
 @jit
-def selected_inverse(n, Lp, Li, Lx, D):
-    """Elements of ``(L D L')^-1`` on the pattern of ``L``: ``(Zdiag, Zx)``.
+def selected_inverse(n, n1, Lp, Li, Lx, D, Z22):
+    """Elements of ``C^-1`` on the pattern of the sparse columns of ``L``: ``(Zdiag, Zx)``.
 
-    ``Zx[p]`` is ``Z[Li[p], j]`` for ``Lp[j] <= p < Lp[j+1]`` (= ``Z[j, Li[p]]``).
-    Recurrence (columns right to left): for ``i`` in the pattern of column ``j``,
-    ``Z[i, j] = -sum_k Z[i, k] L[k, j]`` over ``k`` in the pattern, and
+    ``Z22`` is the (dense) inverse of the trailing Schur complement, i.e. the trailing
+    block of ``C^-1``.  ``Zx[p]`` is ``Z[Li[p], j]`` for ``Lp[j] <= p < Lp[j+1]``.
+    Takahashi / Erisman-Tinney recurrence, columns right to left: for ``i`` in the pattern
+    of column ``j``, ``Z[i, j] = -sum_k Z[i, k] L[k, j]`` over ``k`` in the pattern, and
     ``Z[j, j] = 1/d_j - sum_k L[k, j] Z[k, j]``.  Every ``Z[i, k]`` needed lies in the
-    pattern of column ``min(i, k)``, because the pattern of a column is a clique of
-    the filled graph.
+    pattern of column ``min(i, k)`` (the pattern of a column is a clique of the filled
+    graph) or in the dense trailing block.
     """
-    Zx = np.zeros(Lp[n], dtype=np.float64)
+    Zx = np.zeros(Lp[n1], dtype=np.float64)
     Zd = np.zeros(n, dtype=np.float64)
+    for i in range(n - n1):
+        Zd[n1 + i] = Z22[i, i]
     pos = np.full(n, -1, dtype=np.int64)
     acc = np.zeros(n, dtype=np.float64)
-    for j in range(n - 1, -1, -1):
+    for j in range(n1 - 1, -1, -1):
         p0, p1 = Lp[j], Lp[j + 1]
+        first_dense = p1
         for p in range(p0, p1):
             pos[Li[p]] = p
             acc[Li[p]] = 0.0
+            if Li[p] >= n1 and first_dense == p1:
+                first_dense = p
         # acc[i] = sum_k Z[i, k] L[k, j]  (i, k in the pattern of column j)
         for p in range(p0, p1):
             k = Li[p]
             lkj = Lx[p]
+            if k >= n1:
+                for q in range(first_dense, p1):
+                    i = Li[q]
+                    acc[i] += Z22[i - n1, k - n1] * lkj
+                continue
             acc[k] += Zd[k] * lkj
             for q in range(Lp[k], Lp[k + 1]):
                 i = Li[q]
@@ -241,14 +322,33 @@ def selected_inverse(n, Lp, Li, Lx, D):
                     z = Zx[q]  # Z[i, k], i > k
                     acc[i] += z * lkj
                     acc[k] += z * Lx[pos[i]]
-        s = 1.0 / D[j]
+        sj = 1.0 / D[j]
         for p in range(p0, p1):
             i = Li[p]
             Zx[p] = -acc[i]
-            s += Lx[p] * acc[i]
+            sj += Lx[p] * acc[i]
             pos[i] = -1
-        Zd[j] = s
+        Zd[j] = sj
     return Zd, Zx
+
+
+def choose_split(counts: np.ndarray, sparse_rate: float = 3e8, dense_rate: float = 1e10,
+                 max_dense: int = 12000) -> int:
+    """Number of leading columns factorised sparsely; the rest form a dense block.
+
+    Minimises ``sparse flops / sparse_rate + s^3 / 3 / dense_rate`` over the size ``s`` of
+    the trailing block (column counts from the symbolic analysis; the factor's tail is
+    nearly dense in pedigree and crossed models, where almost all of the work lies).
+    """
+    n = len(counts)
+    if n == 0:
+        return 0
+    work = counts.astype(float) ** 2
+    tail = np.concatenate([[0.0], np.cumsum(work[::-1])])  # tail[s]: sparse work of the last s columns
+    total = tail[-1]
+    s = np.arange(min(n, max_dense) + 1)
+    cost = (total - tail[s]) / sparse_rate + s.astype(float) ** 3 / 3.0 / dense_rate
+    return int(n - s[int(np.argmin(cost))])
 
 
 # --------------------------------------------------------------------------- ordering
@@ -300,6 +400,7 @@ def _amd_kernel(n, Ap, Ai, dense_cut):
             prv[head[d]] = i
         head[d] = i
     w = np.zeros(n, dtype=np.int64)       # |L_e \ Lme| scratch for elements
+    esize = np.zeros(n, dtype=np.int64)   # weight of the live variables of each element
     wflg = np.zeros(n, dtype=np.int64)
     wstamp = 1
     mark = np.zeros(n, dtype=np.int64)
@@ -373,7 +474,9 @@ def _amd_kernel(n, Ap, Ai, dense_cut):
             degme += nv[lme[t]]
         ln[me] = nlme
         pfree += nlme
-        # |L_e \ Lme| for every element e adjacent to a variable of Lme
+        esize[me] = degme
+        # |L_e \ Lme| for every element e adjacent to a variable of Lme (AMD's decrement trick:
+        # esize[e] is the weight of the live variables of L_e)
         wstamp += 1
         for t in range(nlme):
             i = lme[t]
@@ -382,11 +485,8 @@ def _amd_kernel(n, Ap, Ai, dense_cut):
                 if status[e] == 1 and e != me:
                     if wflg[e] != wstamp:
                         wflg[e] = wstamp
-                        w[e] = 0
-                        for q in range(pe[e], pe[e] + ln[e]):
-                            v = iw[q]
-                            if status[v] == 0 and nv[v] > 0 and mark[v] != mstamp:
-                                w[e] += nv[v]
+                        w[e] = esize[e]
+                    w[e] -= nv[i]
         # update each variable of Lme: prune its list, approximate degree, hash
         for t in range(nlme):
             i = lme[t]
@@ -534,53 +634,104 @@ def amd_order(C: sp.spmatrix, dense_factor: float = 10.0) -> np.ndarray:
     return _amd_kernel(n, pat.indptr.astype(np.int64), pat.indices.astype(np.int64), cut)
 
 
-def symbolic(C: sp.spmatrix, perm: np.ndarray | None = None) -> Symbolic:
+def symbolic(C: sp.spmatrix, perm: np.ndarray | None = None, n1: int | None = None) -> Symbolic:
     """Symbolic analysis of a symmetric pattern (see :class:`Symbolic`)."""
-    return Symbolic(C, perm)
+    return Symbolic(C, perm, n1)
+
+
+@jit
+def _scatter_upper(n, Cp, Ci, Cx, pinv, Up, Ui):
+    """Values of ``C`` (CSC) on the permuted upper-triangular template ``Up, Ui``.
+
+    Returns ``(Ux, ok)``; ``ok`` is False when an entry of ``C`` is outside the template.
+    """
+    Ux = np.zeros(len(Ui), dtype=np.float64)
+    for col in range(n):
+        for p in range(Cp[col], Cp[col + 1]):
+            r = pinv[Ci[p]]
+            c = pinv[col]
+            if r > c:
+                continue
+            lo, hi = Up[c], Up[c + 1]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if Ui[mid] < r:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo == Up[c + 1] or Ui[lo] != r:
+                return Ux, False
+            Ux[lo] += Cx[p]
+    return Ux, True
 
 
 class LDLFactor:
-    """Numeric ``L D L'`` of ``C`` against a :class:`Symbolic` analysis (see module docs)."""
+    """Numeric ``L D L'`` of ``C`` against a :class:`Symbolic` analysis (see module docs).
+
+    ``C``'s pattern must lie within the analysed one (entries missing from ``C`` are
+    zeros of the template); otherwise :class:`ValueError` is raised.
+    """
 
     def __init__(self, C: sp.spmatrix, sym: Symbolic) -> None:
-        U = _permuted_upper(C, sym.perm)
+        A = sp.csc_matrix(C)
         self.sym = sym
         self.n = sym.n
-        Li, Lx, D, ok = ldl_numeric(sym.n, U.indptr.astype(np.int64), U.indices.astype(np.int64),
-                                    U.data.astype(np.float64), sym.Lp, sym.parent)
-        self.ok = bool(ok) and bool(np.isfinite(D).all())
+        Ux, inside = _scatter_upper(sym.n, A.indptr.astype(np.int64), A.indices.astype(np.int64),
+                                    A.data.astype(np.float64), sym.pinv, sym.Up, sym.Ui)
+        if not inside:
+            raise ValueError("the matrix has entries outside the analysed sparsity pattern")
+        Li, Lx, D, S, ok = ldl_numeric(sym.n, sym.n1, sym.Up, sym.Ui, Ux, sym.Lp, sym.parent)
         self.Li, self.Lx, self.D = Li, Lx, D
-        self._selinv: tuple[np.ndarray, np.ndarray] | None = None
+        self.ok = bool(ok) and bool(np.isfinite(D).all())
+        self.Ls = np.zeros((0, 0))
+        self._logdet = float(np.log(D).sum()) if self.ok else np.nan
+        if self.ok and S.shape[0]:
+            try:
+                with blas_threads(small_kernel_threads(S.shape[0])):
+                    self.Ls = sla.cholesky(S, lower=True, check_finite=False)
+                dl = np.diag(self.Ls)
+                self.ok = bool((dl > 0).all() and np.isfinite(dl).all())
+                self._logdet += 2.0 * float(np.log(dl).sum())
+            except (np.linalg.LinAlgError, ValueError):
+                self.ok = False
+        self._selinv: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def logdet(self) -> float:
-        return float(np.log(self.D).sum())
+        return self._logdet
 
-    def solve(self, rhs: np.ndarray) -> np.ndarray:
+    def solve(self, rhs: np.ndarray, chunk: int = 64) -> np.ndarray:
         rhs = np.asarray(rhs, dtype=float)
         vec = rhs.ndim == 1
-        B = np.array(rhs[self.sym.perm].reshape(self.n, -1), dtype=np.float64, order="F")
-        B = np.ascontiguousarray(B.T).T  # column-major (n, m) view; each column contiguous
-        X = ldl_solve(self.n, self.sym.Lp, self.Li, self.Lx, self.D, B)
-        out = np.empty_like(X)
-        out[self.sym.perm] = X
+        R = rhs.reshape(self.n, -1)
+        out = np.empty(R.shape)
+        perm = self.sym.perm
+        for start in range(0, R.shape[1], chunk):
+            B = np.ascontiguousarray(R[perm, start: start + chunk], dtype=np.float64)
+            out[perm, start: start + chunk] = ldl_solve(self.sym.n1, self.sym.Lp, self.Li, self.Lx, self.D,
+                                                        self.Ls, B)
         return out[:, 0] if vec else out
 
-    def selected(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(diag, Zx)`` of ``C^-1`` in the permuted order, on the pattern of ``L``."""
+    def selected(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(diag, Zx, Z22)`` of ``C^-1`` in the permuted order (see :func:`selected_inverse`)."""
         if self._selinv is None:
-            self._selinv = selected_inverse(self.n, self.sym.Lp, self.Li, self.Lx, self.D)
+            s = self.Ls.shape[0]
+            with blas_threads(small_kernel_threads(s)):
+                Z22 = (sla.cho_solve((self.Ls, True), np.eye(s), check_finite=False) if s
+                       else np.zeros((0, 0)))
+            Zd, Zx = selected_inverse(self.n, self.sym.n1, self.sym.Lp, self.Li, self.Lx, self.D, Z22)
+            self._selinv = (Zd, Zx, Z22)
         return self._selinv
 
     def inverse_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``C^-1[rows[m], cols[m]]`` for pairs on the pattern of ``L + L'`` (NaN elsewhere)."""
-        Zd, Zx = self.selected()
+        Zd, Zx, Z22 = self.selected()
         return _lookup(self.sym.pinv[np.asarray(rows, dtype=np.int64)],
                        self.sym.pinv[np.asarray(cols, dtype=np.int64)],
-                       self.sym.Lp, self.Li, Zd, Zx)
+                       self.sym.n1, self.sym.Lp, self.Li, Zd, Zx, Z22)
 
 
 @jit
-def _lookup(pr, pc, Lp, Li, Zd, Zx):
+def _lookup(pr, pc, n1, Lp, Li, Zd, Zx, Z22):
     out = np.empty(len(pr), dtype=np.float64)
     for m in range(len(pr)):
         i, j = pr[m], pc[m]
@@ -589,6 +740,9 @@ def _lookup(pr, pc, Lp, Li, Zd, Zx):
             continue
         if i < j:
             i, j = j, i
+        if j >= n1:
+            out[m] = Z22[i - n1, j - n1]
+            continue
         lo, hi = Lp[j], Lp[j + 1]
         while lo < hi:  # binary search (rows sorted)
             mid = (lo + hi) // 2

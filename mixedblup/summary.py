@@ -12,7 +12,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from .results import MixedModelResults
 
-__all__ = ["Summary", "results_summary", "format_number"]
+__all__ = ["Summary", "format_number", "results_summary"]
 
 
 def format_number(value: Any, digits: int = 4) -> str:
@@ -208,7 +208,7 @@ def _heritability_table(res: MixedModelResults) -> pd.DataFrame | None:
     for name in genetic:
         try:
             rows[name] = res.heritability(name)
-        except Exception:  # noqa: BLE001 - a report never fails on an optional row
+        except Exception:  # noqa: BLE001, S112 - a report never fails on an optional row
             continue
     if not rows:
         return None

@@ -20,7 +20,7 @@ from .errors import DataError, preview
 if TYPE_CHECKING:
     from .results import MixedModelResults
 
-__all__ = ["tidy", "glance", "augment", "EFFECTS"]
+__all__ = ["EFFECTS", "augment", "glance", "tidy"]
 
 #: What ``tidy(effects=...)`` accepts.
 EFFECTS = ("fixed", "ran_pars", "ran_vals")

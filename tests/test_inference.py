@@ -183,7 +183,7 @@ def test_profile_interval_is_where_deviance_rises_by_chi2_quantile():
     ci = res.confint(method="profile")
     cut = stats.chi2.ppf(0.95, 1)
     for what, label in [("Batch", "var(Batch)"), ("residual", "var(Residual)")]:
-        prof, embed, fixed, est, _ = _profile_setup(res, what)
+        prof, embed, fixed, _, _ = _profile_setup(res, what)
         d_hat = prof.deviance(prof.pack())
         for bound in ("lower", "upper"):
             v = ci.loc[label, bound]
@@ -208,7 +208,7 @@ def test_ratio_delta_method_by_finite_differences(sleep):
     vc = res.variance_components["estimate"].to_numpy()
     V = res.vcov_variance_components.to_numpy()
     assert r["estimate"] == pytest.approx(vc[0] / vc.sum())
-    f = lambda x: x[0] / x.sum()  # noqa: E731
+    f = lambda x: x[0] / x.sum()
     g = np.array([(f(vc + h) - f(vc - h)) / (2 * h[i]) for i, h in enumerate(np.diag(vc * 1e-6))])
     assert r["std_error"] == pytest.approx(np.sqrt(g @ V @ g), rel=1e-5)
     h2 = res.heritability("Subject")

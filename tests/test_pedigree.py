@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mixedblup.errors import DataError, PedigreeError, PedigreeFixWarning
-from mixedblup.pedigree import Pedigree, generations, inbreeding_kernel
+from mixedblup.pedigree import Pedigree, generations, inbreeding_kernel, inbreeding_vectorised
 
 # --------------------------------------------------------------------------------------
 # an independent reference: the tabular method with plain loops
@@ -315,7 +315,7 @@ def test_kernel_on_unsorted_topological_order_and_small_batches(monkeypatch):
     monkeypatch.setattr(mod, "_MEAN_ENTRIES", 5)
     monkeypatch.setattr(mod, "_PEAK_ENTRIES", 5)
     monkeypatch.setattr(mod, "_STORED_ENTRIES", 5)
-    F_small = inbreeding_kernel(sire, dam)
+    F_small = inbreeding_vectorised(sire, dam)
     np.testing.assert_allclose(F_default, np.diag(A) - 1, atol=1e-12)
     np.testing.assert_allclose(F_small, np.diag(A) - 1, atol=1e-12)
     assert F_default.max() > 0.2  # the test pedigree is really inbred
@@ -715,3 +715,328 @@ def test_single_unknown_code_string_and_numeric_codes():
     assert ped.sire_pos.tolist() == [-1, 0] and ped.dam_pos.tolist() == [-1, -1]
     ped2 = build(df.astype(str), unknown="-998")
     assert ped2.sire_pos.tolist() == [-1, 0]
+
+
+# --------------------------------------------------------------------------------------
+# issue 3: compiled kernel, reader, groups, pruning, remaining checks
+# --------------------------------------------------------------------------------------
+
+import io  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+
+import mixedblup as mb  # noqa: E402
+from mixedblup import _pedigree_kernels as K  # noqa: E402
+from mixedblup.errors import CovarianceWarning  # noqa: E402
+from mixedblup.genetic_groups import GroupedPedigree  # noqa: E402
+from mixedblup.prune import prune_kernel  # noqa: E402
+
+
+def _kernel_both_ways(sire, dam):
+    """(compiled F, pure-Python F) of the indirect kernel on a parents-first pedigree."""
+    sire = np.asarray(sire, dtype=np.int64)
+    dam = np.asarray(dam, dtype=np.int64)
+    gen = generations(sire, dam)
+    order = np.argsort(gen, kind="stable").astype(np.int64)
+    starts = np.searchsorted(gen[order], np.arange(gen.max() + 2)).astype(np.int64)
+    out = []
+    kernels = (K.inbreeding_indirect, K.inbreeding_indirect_packed)
+    for f in kernels + tuple(getattr(k, "py_func", k) for k in kernels):
+        F, d = f(sire.copy(), dam.copy(), gen.copy(), order.copy(), starts.copy())
+        out.append((F, d))
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pedigrees(max_n=18, selfing=True))
+def test_indirect_kernel_compiled_and_python_match_tabular(dag):
+    sire, dam = dag
+    A = tabular_a(sire, dam)
+    results = _kernel_both_ways(sire, dam)
+    for F, d in results:
+        np.testing.assert_allclose(F, np.diag(A) - 1, rtol=0, atol=1e-12)
+        assert (F >= -1e-15).all() and (F < 1).all()
+        np.testing.assert_allclose(d, results[0][1], atol=1e-15)
+
+
+def test_kernels_agree_with_vectorised_reference():
+    df = _simulated_frame(10, 2_000, 40, seed=3)
+    ped = build(df)
+    F = inbreeding_kernel(ped.sire_pos, ped.dam_pos, ped.generation)
+    F_ref = inbreeding_vectorised(ped.sire_pos, ped.dam_pos, ped.generation)
+    np.testing.assert_allclose(F, F_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_pure_python_mode_without_numba():
+    code = (
+        "import numpy as np, mixedblup as mb, mixedblup._accel as a;"
+        "assert not a.NUMBA;"
+        "import pandas as pd;"
+        "df=pd.DataFrame({'i':[1,2,3,4,5,6],'s':[0,0,1,1,4,5],'d':[0,0,2,0,3,2]});"
+        "p=mb.Pedigree.from_frame(df,id='i',sire='s',dam='d');"
+        "F=p.inbreeding().to_numpy();"
+        "assert np.allclose(F,[0,0,0,0,0.125,0.125],atol=1e-15), F;"
+        "q=p.prune(['6']); assert len(q)==6, q.ids;"
+        "print('ok')"
+    )
+    env = dict(os.environ, MIXEDBLUP_NO_NUMBA="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ok" in out.stdout
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_read_pedigree_keeps_ids_as_text(tmp_path):
+    text = "id,sire,dam\n0012,0,0\nNA,0,0\nNone,0,0\n013,0012,None\n12,013,NA\n"
+    path = tmp_path / "ped.csv"
+    path.write_text(text)
+    for source in (path, str(path), io.StringIO(text), text):
+        ped = mb.read_pedigree(source, id="id", sire="sire", dam="dam", unknown=["0"])
+        assert list(ped.ids) == ["0012", "NA", "None", "013", "12"]
+        assert ped.relationship("12", "0012") == pytest.approx(0.25)
+        assert ped.relationship("12", "None") == pytest.approx(0.25)
+    # with the default unknown codes an animal called "NA" is an error (C20), naming it
+    with pytest.raises(PedigreeError, match="'NA'"):
+        mb.read_pedigree(path, id="id", sire="sire", dam="dam")
+
+
+def test_read_pedigree_whitespace_and_no_header(tmp_path):
+    path = tmp_path / "ped.txt"
+    path.write_text("1   0 0\n2\t0  0\n 3 1 2\n4 3 0\n")
+    ped = mb.read_pedigree(path, id=0, sire=1, dam=2, header=None)
+    assert list(ped.ids) == ["1", "2", "3", "4"]
+    ped2 = mb.read_pedigree(path, id="a", sire="s", dam="d", header=None, names=["a", "s", "d"],
+                            sep="whitespace")
+    assert ped2.relationship("4", "1") == pytest.approx(0.25)
+    semi = tmp_path / "ped.sc"
+    semi.write_text("a;s;d;year\nx;0;0;2000\ny;x;0;2001\n")
+    ped3 = mb.read_pedigree(semi, id="a", sire="s", dam="d", birth="year")
+    assert list(ped3.ids) == ["x", "y"]
+
+
+def test_from_frame_accepts_polars():
+    pl = pytest.importorskip("polars")
+    df = pl.DataFrame({"a": ["1", "2", "3"], "s": ["0", None, "1"], "d": ["0", "0", "2"]})
+    ped = Pedigree.from_frame(df, id="a", sire="s", dam="d")
+    np.testing.assert_array_equal(ped.sire_pos, [-1, -1, 0])
+    lazy = Pedigree.from_frame(df.lazy(), id="a", sire="s", dam="d")
+    assert list(lazy.ids) == ["1", "2", "3"]
+
+
+# ---------------------------------------------------------------- unknown parent groups
+
+
+def _grouped_frame():
+    # Mrode-style: groups for the unknown parents; one known parent; selfing below
+    return pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e", "f", "g", "h", "i"],
+            "sire": ["0", "0", "a", "a", "c", "0", "e", "e", "g"],
+            "dam": ["0", "0", "b", "0", "d", "b", "f", "0", "g"],
+            "sg": ["G1", "G1", None, None, None, "G2", None, None, None],
+            "dg": ["G1", "G2", None, "G2", None, None, None, "G3", None],
+        }
+    )
+
+
+def _dense_q(ped):
+    n, g = len(ped), len(ped.groups)
+    Q = np.zeros((n, g))
+    for i in range(n):
+        for par, grp in ((ped.sire_pos[i], ped.sire_group_pos[i]), (ped.dam_pos[i], ped.dam_group_pos[i])):
+            if par >= 0:
+                Q[i] += 0.5 * Q[par]
+            else:
+                Q[i, grp] += 0.5
+    return Q
+
+
+def test_upg_augmented_inverse_matches_dense_construction():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PedigreeFixWarning)
+        ped = build(_grouped_frame(), upg=("sg", "dg"), allow_selfing=True)
+    assert list(ped.groups) == ["G1", "G2", "G3"]
+    A = ped.a_matrix().to_numpy()
+    Ai = ped.a_inverse().toarray()
+    np.testing.assert_allclose(Ai @ A, np.eye(len(ped)), atol=1e-10)
+    np.testing.assert_allclose(ped.inbreeding().to_numpy(), np.diag(A) - 1, atol=1e-12)
+    F = ped.inbreeding()
+    assert F["g"] > 0 and F["i"] == pytest.approx(0.5 * (1 + F["g"]))  # selfing
+    Q = _dense_q(ped)
+    np.testing.assert_allclose(ped.group_contributions().to_numpy(), Q, atol=1e-15)
+    np.testing.assert_allclose(Q.sum(axis=1), 1.0)
+    aug = ped.a_inverse_groups().toarray()
+    expected = np.block([[Ai, -Ai @ Q], [-Q.T @ Ai, Q.T @ Ai @ Q]])
+    np.testing.assert_allclose(aug, expected, atol=1e-10)
+    assert np.linalg.matrix_rank(aug) == len(ped)
+    # random groups: the augmented matrix plus I/gamma is the inverse of Var(a*, g)
+    gamma = 0.7
+    V = np.block([[A + gamma * Q @ Q.T, gamma * Q], [gamma * Q.T, gamma * np.eye(3)]])
+    cov = GroupedPedigree(ped, groups="random", group_variance=gamma)
+    bound = cov.bind(cov.labels)
+    np.testing.assert_allclose(bound.precision.toarray() @ V, np.eye(len(V)), atol=1e-10)
+    assert bound.logdet == pytest.approx(np.linalg.slogdet(V)[1], abs=1e-10)
+    np.testing.assert_allclose(bound.diagonal, np.diag(V), atol=1e-12)
+
+
+def test_upg_single_column_and_faults():
+    df = frame(["a", "b", "c"], ["0", "0", "a"], ["0", "0", "0"], grp=["G", "H", "G"])
+    with pytest.warns(PedigreeFixWarning, match=r"'G' \(3\), 'H' \(2\)"):
+        ped = build(df, upg="grp")
+    np.testing.assert_array_equal(ped.sire_group_pos, [0, 1, -1])
+    np.testing.assert_array_equal(ped.dam_group_pos, [0, 1, 0])
+    # an unknown parent without a group, named
+    bad = df.assign(grp=["G", None, "G"])
+    with pytest.raises(PedigreeError, match=r"unknown parent but no group: 'b'") as err:
+        build(bad, upg="grp", min_group_size=1)
+    assert list(err.value.problems["id"]) == ["b"]
+    # a group code equal to an animal ID
+    with pytest.raises(PedigreeError, match=r"group code\(s\) 'a' are also animal IDs"):
+        build(df.assign(grp=["a", "G", "G"]), upg="grp", min_group_size=1)
+    # unlisted parents cannot carry a group
+    with pytest.raises(PedigreeError, match="'zz'"):
+        build(frame(["a", "b"], ["0", "zz"], ["0", "a"], grp=["G", "G"]), upg="grp", min_group_size=1)
+    with pytest.raises(PedigreeError, match="no unknown parent groups"):
+        mrode().a_inverse_groups()
+
+
+def test_upg_fixed_groups_in_fit_recover_group_solutions():
+    rng = np.random.default_rng(5)
+    n = 400
+    grp = np.where(np.arange(n) < 200, "old", "new")
+    df = frame([f"x{i}" for i in range(n)], ["0"] * n, ["0"] * n, g=grp)
+    ped = build(df, upg="g")
+    y = np.where(grp == "new", 2.0, 0.0) + rng.normal(size=n)
+    data = pd.DataFrame({"id": ped.ids, "y": y[[int(i[1:]) for i in ped.ids]]})
+    with pytest.warns(CovarianceWarning, match="fixed effects"):
+        res = mb.fit("y ~ 0 + (1|id)", data, cov={"id": GroupedPedigree(ped)},
+                     variances={"id": 1.0, "residual": 1.0})
+    blup = res.random_effects("id").set_index("level")["estimate"]
+    assert blup["new"] - blup["old"] == pytest.approx(np.mean(y[grp == "new"]) - np.mean(y[grp == "old"]),
+                                                      abs=1e-8)
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def test_prune_report_and_rule():
+    # f1 and f2 (founders, one offspring each) and leaf "z" go; m (two offspring) stays
+    df = frame(["m", "f1", "f2", "a", "b", "z", "k"],
+               ["0", "0", "0", "m", "m", "a", "a"], ["0", "0", "0", "f1", "f2", "0", "b"])
+    ped = build(df, allow_selfing=False, max_unlisted=1.0)
+    small = ped.prune(["k"])
+    assert set(small.ids) == {"m", "a", "b", "k"}
+    assert small.prune_report == {"n_before": 7, "n_after": 4, "n_keep": 1, "removed_leaves": 1,
+                                  "removed_founders": 2}
+    A, B = ped.a_matrix(["k", "a", "b"]), small.a_matrix(["k", "a", "b"])
+    np.testing.assert_allclose(A.to_numpy(), B.to_numpy(), atol=1e-15)
+    assert small.relationship("a", "m") == pytest.approx(0.5)
+    with pytest.raises(PedigreeError, match="'nope'"):
+        ped.prune(["nope"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(labelled(max_n=20), st.data())
+def test_pruning_keeps_relationships_of_kept_animals(case, data):
+    sire, dam, labels, df = case
+    ped = build(df)
+    keep = data.draw(st.lists(st.sampled_from(list(ped.ids)), min_size=1, max_size=6, unique=True))
+    small = ped.prune(keep)
+    assert set(keep) <= set(small.ids) and len(small) <= len(ped)
+    np.testing.assert_allclose(small.a_matrix(keep).to_numpy(), ped.a_matrix(keep).to_numpy(), atol=1e-12)
+    assert small.prune_report["n_after"] == len(small)
+    # nothing else can go: every non-kept animal of the result is needed
+    again = small.prune(keep)
+    assert len(again) == len(small)
+
+
+def test_pruning_keeps_blups_in_fit():
+    pop = mb.datasets.simulate(1500, n_generations=6, recorded_fraction=0.3, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ped = Pedigree.from_frame(pop.pedigree, id="id", sire="sire", dam="dam")
+        rec = pop.records
+        small = ped.prune(rec["id"].unique())
+        assert len(small) < len(ped)
+        v = {"id": 0.3, "residual": 0.5}
+        full = mb.fit("y ~ 1 + (1|id)", rec, cov={"id": ped}, variances=v)
+        cut = mb.fit("y ~ 1 + (1|id)", rec, cov={"id": small}, variances=v)
+    a = full.random_effects("id").set_index("level")["estimate"]
+    b = cut.random_effects("id").set_index("level")["estimate"]
+    kept = rec["id"].unique()
+    np.testing.assert_allclose(b[kept].to_numpy(), a[kept].to_numpy(), atol=1e-9)
+    assert full.loglik == pytest.approx(cut.loglik, abs=1e-8)
+
+
+def test_prune_kernel_both_ways():
+    sire = np.array([-1, -1, -1, 0, 0, 3, 3], dtype=np.int64)
+    dam = np.array([-1, -1, -1, 1, 2, -1, 4], dtype=np.int64)
+    keep = np.zeros(7, dtype=np.bool_)
+    keep[6] = True
+    results = []
+    for f in (prune_kernel, getattr(prune_kernel, "py_func", prune_kernel)):
+        s, d = sire.copy(), dam.copy()
+        g = np.full(7, -1, dtype=np.int64)
+        alive, leaves, founders = f(s, d, keep, g, g.copy())
+        results.append((alive.tolist(), int(leaves), int(founders), s.tolist(), d.tolist()))
+    assert results[0] == results[1]
+    assert results[0][0] == [True, False, False, True, True, False, True]
+
+
+# ---------------------------------------------------------------- remaining catalogue checks
+
+
+def test_c4_on_conflict_options():
+    df = frame(["a", "b", "k", "c", "k"], [None, None, "a", "a", None], [None, None, None, "b", "b"])
+    with pytest.raises(PedigreeError, match="'k'.*on_conflict"):
+        build(df)
+    with pytest.warns(PedigreeFixWarning, match=r"1 animal ID\(s\).*first row.*'k'.*dropped row 4"):
+        first = build(df, on_conflict="first")
+    assert first.to_frame().set_index("id").loc["k", "sire"] == "a"
+    assert first.resolved_conflicts == ("k",)
+    df2 = df.copy()
+    df2.loc[4, "sire"] = "c"
+    with pytest.warns(PedigreeFixWarning, match="most known parents"):
+        best = build(df2, on_conflict="most_complete")
+    row = best.to_frame().set_index("id").loc["k"]
+    assert (row["sire"], row["dam"]) == ("c", "b")
+    with pytest.raises(DataError, match="on_conflict"):
+        build(df, on_conflict="last")
+
+
+def test_c10_sex_consistency():
+    df = frame(["m", "f", "x", "y"], [None, None, "m", "f"], [None, None, "f", "m"],
+               sex=["M", "F", "F", "m"])
+    with pytest.raises(PedigreeError) as err:
+        build(df, sex="sex", allow_selfing=True)
+    msg = str(err.value)
+    assert "'f' (sex 'F', row 1) is sire of 'y'" in msg and "'m' (sex 'M', row 0) is dam of 'y'" in msg
+    assert set(err.value.problems["id"]) == {"m", "f"}
+    with pytest.warns(PedigreeFixWarning, match="contradicts"):
+        build(df, sex="sex", sex_check="warn", allow_selfing=True)
+    ok = frame(["m", "f", "x"], [None, None, "m"], [None, None, "f"], sex=["1", "2", None])
+    assert len(build(ok, sex="sex")) == 3
+
+
+def test_c11_min_interval():
+    df = frame(["a", "b", "c"], [None, None, "a"], [None, None, "b"], year=[2000, 2001, 2002])
+    assert len(build(df, birth="year")) == 3
+    with pytest.raises(PedigreeError, match=r"less than min_interval=2 before.*'c' \(born 2002, row 2\) has dam 'b'"):
+        build(df, birth="year", min_interval=2)
+
+
+def test_c12_ids_that_changed_type():
+    n = 40
+    ids = [f"{i:04d}" for i in range(1, n + 1)]
+    sires = ["0"] * 2 + [str(int(ids[i % 2])) for i in range(2, n)]  # "1" instead of "0001"
+    dams = ["0"] * 2 + [f"{int(ids[2 + i % 30])}.0" for i in range(2, n)]
+    with pytest.raises(PedigreeError, match=r"parents '1'.*'0001'.*did IDs change type") as err:
+        build(frame(ids, sires, dams), max_unlisted=0.5)
+    assert "1" in list(err.value.problems["parent"])
+    with pytest.warns(PedigreeFixWarning):
+        build(frame(ids, sires, ["0"] * n), max_unlisted=1.0)

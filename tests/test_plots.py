@@ -10,9 +10,9 @@ import mixedblup as mb
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from mixedblup import plots  # noqa: E402
+from mixedblup import plots
 
 
 @pytest.fixture(scope="module")

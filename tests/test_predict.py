@@ -124,3 +124,47 @@ def test_prediction_follows_row_order(sleep, res, perm):
     data = sleep.iloc[:30]
     new = data.iloc[list(perm)]
     pd.testing.assert_series_equal(res.predict(new), res.predict(data).loc[new.index], rtol=1e-12)
+
+
+def _maternal_case():
+    rng = np.random.default_rng(11)
+    n = 60
+    ids = [f"a{i}" for i in range(n)]
+    sire = ["0" if i < 12 else f"a{2 * rng.integers(0, 6)}" for i in range(n)]
+    dam = ["0" if i < 12 else f"a{2 * rng.integers(0, 6) + 1}" for i in range(n)]
+    ped = mb.Pedigree.from_frame(pd.DataFrame({"id": ids, "sire": sire, "dam": dam}), id="id", sire="sire", dam="dam")
+    rec = np.arange(12, n)
+    data = pd.DataFrame({"animal": [ids[i] for i in rec], "dam": [dam[i] for i in rec],
+                         "pen": [f"p{i // 4}" for i in range(len(rec))], "y": rng.normal(size=len(rec)) + 3})
+    return ped, data
+
+
+def test_predict_joint_and_social_terms_equals_fitted():
+    ped, data = _maternal_case()
+    G0 = np.array([[0.6, -0.1], [-0.1, 0.3]])
+    maternal = mb.fit("y ~ 1 + (1|animal) + (1|dam)", data, cov={("animal", "dam"): ped},
+                      variances={("animal", "dam"): G0, "residual": 1.0})
+    np.testing.assert_allclose(maternal.predict(data), maternal.fitted, rtol=1e-10)
+    social = mb.fit("y ~ 1 + (1|animal) + (1|mates(animal, pen))", data,
+                    cov={("animal", "mates(animal, pen)"): ped},
+                    variances={("animal", "mates(animal,pen)"): G0, "residual": 1.0})
+    np.testing.assert_allclose(social.predict(data), social.fitted, rtol=1e-10)
+    # a new dam: its maternal effect is predicted as zero, its prior variance added to the PEV
+    new = data.iloc[:1].assign(dam="zz")
+    with pytest.raises(mb.DataError, match="zz"):
+        maternal.predict(new)
+    pop = maternal.predict(new, new_levels="population", se=True)
+    known = maternal.predict(data.iloc[:1], se=True)
+    u = maternal.random_effects().set_index(["level", "term"])["estimate"]
+    assert pop["prediction"].iloc[0] == pytest.approx(known["prediction"].iloc[0] - u[(data["dam"].iloc[0], "dam")])
+
+
+@pytest.mark.filterwarnings("ignore::mixedblup.ScaleWarning")
+def test_predict_reuses_stateful_transforms():
+    rng = np.random.default_rng(1)
+    dim = np.tile(np.linspace(5, 305, 6), 12)
+    animal = np.repeat([f"a{i}" for i in range(12)], 6)
+    data = pd.DataFrame({"y": 20 + rng.normal(size=len(dim)), "dim": dim, "animal": animal})
+    fit = mb.fit("y ~ 0 + leg(dim, 1) + (0 + leg(dim, 1) | animal)", data,
+                 variances={"animal": np.eye(2), "residual": 1.0})
+    np.testing.assert_allclose(fit.predict(data.iloc[[3, 10]]), fit.fitted.iloc[[3, 10]], rtol=1e-10)
