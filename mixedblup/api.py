@@ -150,8 +150,11 @@ def fit(
         Column of precision weights: ``var(e_i) = sigma_e^2 / w_i``.
     na_action : {"drop", "raise"}
         Rows with missing values in model columns are dropped with a warning, or raise.
-    backend : {"auto", "dense", "schur", "splu", "cholmod"}
-        Factorisation back end of the equations.
+    backend : {"auto", "dense", "schur", "ldl", "splu", "cholmod"}
+        Factorisation back end of the equations (see :func:`mixedblup.factor.factorize`):
+        ``"auto"`` picks dense for small systems, ``"schur"`` when a large term with
+        independent levels can be eliminated, CHOLMOD when scikit-sparse is installed,
+        otherwise mixedblup's own sparse LDL' (with selected inversion for PEV).
     start : dict, optional
         Starting values for estimation, in the form of ``variances`` (every term and
         ``"residual"``); only their ratios matter (the residual is profiled out).
