@@ -169,7 +169,7 @@ def rows(sizes=DEFAULT_SIZES, *, reference: bool = True, timeout: float = 1800.0
         if not reference:
             cmd.append("--no-reference")
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             out.append({"problem": "pedigree", "size": n, "stages": {}, "seconds": float("nan"),
                         "peak_mb": float("nan"), "target": _target_text(n), "verdict": "FAIL",

@@ -61,18 +61,26 @@ def insteval_like(seed: int = 1) -> pd.DataFrame:
     """A crossed design with the structure of lme4's InstEval.
 
     73,421 ratings; 2,972 students x 1,128 instructors; each instructor belongs to one of
-    14 departments, ``service`` (2 levels) varies by rating, so ``dept:service`` has 28
-    levels.  Variances close to lme4's fit of InstEval (s 0.105, d 0.262, dept:service
+    14 departments and students rate mostly (85%) in their own department; ``service``
+    (2 levels) varies by rating, so ``dept:service`` has 28 levels.  Variances close to lme4's fit of InstEval (s 0.105, d 0.262, dept:service
     0.005, residual 1.385).
     """
     rng = np.random.default_rng(seed)
     n, ns, nd, ndept = 73_421, 2_972, 1_128, 14
-    # uneven activity: some students rate many lectures, some instructors teach many
+    # uneven activity: some students rate many lectures, some instructors teach many;
+    # students mostly rate lectures of their own department (85%), as in InstEval
     s = rng.choice(ns, n, p=_skewed(ns, rng))
-    d = rng.choice(nd, n, p=_skewed(nd, rng))
     s[:ns] = np.arange(ns)
-    d[:nd] = np.arange(nd)
-    dept_of_d = rng.integers(0, ndept, nd)
+    dept_of_d = np.concatenate([np.arange(ndept), rng.integers(0, ndept, nd - ndept)])
+    home = rng.integers(0, ndept, ns)
+    row_dept = np.where(rng.random(n) < 0.85, home[s], rng.integers(0, ndept, n))
+    w_d = _skewed(nd, rng)
+    d = np.empty(n, dtype=np.int64)
+    for k in range(ndept):
+        rows = np.flatnonzero(row_dept == k)
+        members = np.flatnonzero(dept_of_d == k)
+        d[rows] = rng.choice(members, len(rows), p=w_d[members] / w_d[members].sum())
+    d[:nd] = np.arange(nd)  # every instructor rated at least once
     dept = dept_of_d[d]
     service = (rng.random(n) < 0.43).astype(int)
     u_s = rng.normal(0, np.sqrt(0.105), ns)

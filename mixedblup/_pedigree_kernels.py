@@ -38,9 +38,9 @@ import numpy as np
 from ._accel import jit
 
 __all__ = [
+    "collect_ancestors",
     "inbreeding_indirect",
     "inbreeding_indirect_packed",
-    "collect_ancestors",
     "mendelian_from_f",
 ]
 

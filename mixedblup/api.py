@@ -226,5 +226,6 @@ def fit(
         formula=formula, method=method, variances_known=known, design=design, cp=cp,
         solution=sol, sigmas=sigmas, residual=residual, minus_two_ll=m2ll, n_cov_params=n_cov,
         diagnostics=diagnostics, covariance_kinds=[b.kind for b in bound], optimizer=optimizer,
-        vc_covariance=vc_cov,
+        vc_covariance=vc_cov, data=data, structures=[covs.structures[t.name] for t in design.terms],
+        backend=backend,
     )

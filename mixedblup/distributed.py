@@ -479,7 +479,9 @@ def solve_pcg_dask(
     lam_a = s2e / s2a
 
     # pedigree: positions, parents, Mendelian variances -> pedigree blocks on the workers
-    if hasattr(pedigree, "sire_pos"):
+    from .pedigree import Pedigree
+
+    if isinstance(pedigree, Pedigree):
         ids = pedigree.ids
         n_animals = len(ids)
         idmap = dd.from_pandas(pd.DataFrame({"_id": pd.Series(np.asarray(ids, dtype=object)).astype(str),

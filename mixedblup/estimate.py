@@ -419,15 +419,16 @@ def variance_component_covariance(cp: CrossProducts, design: Design, sigmas: Seq
     free = np.array([lab[0] not in boundary for lab in labels])
     idx = np.nonzero(free)[0]
     m = len(idx)
-    # step: 1e-4 of the component, or of the geometric mean of the two variances for a covariance
+    # step: 2e-3 of the component, or of the geometric mean of the two variances for a
+    # covariance (smaller steps let rounding in -2 log L dominate the second differences)
     h = np.empty_like(x0)
     for i, (group, t1, t2) in enumerate(labels):
         if t2 == "":
-            h[i] = 1e-4 * abs(x0[i])
+            h[i] = 2e-3 * abs(x0[i])
         else:
             vi = x0[labels.index((group, t1, ""))]
             vj = x0[labels.index((group, t2, ""))]
-            h[i] = 1e-4 * np.sqrt(abs(vi * vj))
+            h[i] = 2e-3 * np.sqrt(abs(vi * vj))
     h = np.where(h > 0, h, 1e-8)
 
     def f(x: np.ndarray) -> float:

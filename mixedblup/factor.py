@@ -390,7 +390,7 @@ def factorize(C: sp.spmatrix | np.ndarray, backend: str = "auto", eliminate: np.
     n = C.shape[0]
     has_block = eliminate is not None and len(eliminate) > 0
     if backend == "auto":
-        if has_block and len(eliminate) >= 64 and n - len(eliminate) <= max(SCHUR_DENSE_MAX, n // 2):
+        if has_block and len(eliminate) >= 64 and n - len(eliminate) <= DENSE_MAX:
             backend = "schur"
         elif n <= DENSE_MAX:
             backend = "dense"

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 
 from .errors import CovarianceWarning, PedigreeError
 
-__all__ = ["augmented_a_inverse", "group_contributions", "GroupedPedigree"]
+__all__ = ["GroupedPedigree", "augmented_a_inverse", "group_contributions"]
 
 
 def _require_groups(ped: Any) -> None:
@@ -153,7 +153,6 @@ class GroupedPedigree:
     def bind(self, levels: pd.Index) -> Any:
         """A :class:`~mixedblup.covariance.BoundCovariance` over animals + groups."""
         from .covariance import BoundCovariance
-
         from .errors import CovarianceError
 
         if not pd.Index(levels).equals(self.labels):

@@ -421,31 +421,43 @@ class PedigreePrecision:
 Precision = SparsePrecision | PedigreePrecision
 
 
-def as_precision(obj: Any) -> Precision:
+def as_precision(obj: Any, levels: pd.Index | None = None) -> Precision:
     """The precision of a term's levels from what the caller has.
 
     Parameters
     ----------
-    obj : BoundCovariance, Pedigree, PedigreeCovariance, scipy.sparse matrix or Precision
+    obj : Pedigree, PedigreeCovariance, BoundCovariance, covariance structure, sparse matrix or Precision
         A :class:`~mixedblup.Pedigree` (or the ``PedigreeCovariance`` wrapping one) is
         used in pedigree form (:class:`PedigreePrecision`, ``A^-1`` never assembled);
-        anything else through its sparse ``K^-1``.
+        a bound covariance or a matrix through its sparse ``K^-1``; another covariance
+        structure (genetic groups, single-step ``H^-1``...) is bound to ``levels`` first.
+    levels : pandas.Index, optional
+        The term's levels, to bind an unbound structure.
 
     Returns
     -------
     SparsePrecision or PedigreePrecision
     """
+    from .covariance import PedigreeCovariance
+    from .pedigree import Pedigree
+
     if isinstance(obj, (SparsePrecision, PedigreePrecision)):
         return obj
-    ped = getattr(obj, "pedigree", None)
-    if ped is not None and hasattr(ped, "sire_pos"):
-        return PedigreePrecision.from_pedigree(ped)
-    if hasattr(obj, "sire_pos") and hasattr(obj, "mendelian_variances"):
+    if isinstance(obj, Pedigree):
         return PedigreePrecision.from_pedigree(obj)
+    if isinstance(obj, PedigreeCovariance):
+        return PedigreePrecision.from_pedigree(obj.pedigree)
     if hasattr(obj, "precision"):
         return SparsePrecision.from_matrix(obj.precision)
     if sp.issparse(obj) or isinstance(obj, np.ndarray):
         return SparsePrecision.from_matrix(obj)
+    if hasattr(obj, "bind"):
+        if levels is None:
+            raise CovarianceError(
+                f"{type(obj).__name__} must be bound to the term's levels (structure.bind(levels)) "
+                "before it is used by the iterative solver"
+            )
+        return SparsePrecision.from_matrix(obj.bind(pd.Index(levels, dtype=object)).precision)
     raise CovarianceError(
         f"cannot use {type(obj).__name__} as the covariance of a term in PCG; give a "
         "BoundCovariance, a Pedigree or a sparse precision matrix"
@@ -1074,8 +1086,8 @@ def solve_pcg(
     for term, cov in zip(terms, covariances):
         if cov is None:  # independent levels
             cov = sp.identity(term.Z.shape[1] // term.k, format="csr")
-        prec = as_precision(cov)
-        if isinstance(prec, PedigreePrecision):
+        prec = as_precision(cov, term.levels)
+        if isinstance(prec, PedigreePrecision) and not isinstance(cov, PedigreePrecision):
             ped = getattr(cov, "pedigree", cov)
             ids = getattr(ped, "ids", None)
             if ids is not None and ids is not term.levels and not pd.Index(ids).equals(pd.Index(term.levels)):

@@ -229,7 +229,7 @@ def test_polars_frame_fits_like_pandas():
     pl = pytest.importorskip("polars")
     pigs = mb.datasets.load("pigs")
     frame = pl.DataFrame({c: pigs[c].tolist() for c in pigs.columns})
-    a = mb.fit("weight ~ 0 + sex + (1|dam)", as_pandas(frame), variances={"dam": 0.016, "residual": 0.08})
+    a = mb.fit("weight ~ 0 + sex + (1|dam)", frame, variances={"dam": 0.016, "residual": 0.08})  # fit converts
     b = mb.fit("weight ~ 0 + sex + (1|dam)", pigs, variances={"dam": 0.016, "residual": 0.08})
     assert np.allclose(a.fixed_effects["estimate"], b.fixed_effects["estimate"])
     assert a.random_effects("dam")["level"].tolist() == ["474", "475"]
@@ -241,3 +241,10 @@ def test_narwhals_frames():
     frame = nw.from_native(pl.DataFrame({"id": ["01", "02"], "y": [1.0, 2.0]}))
     out = as_pandas(frame)
     assert out["id"].tolist() == ["01", "02"] and out["y"].tolist() == [1.0, 2.0]
+
+
+def test_polars_pedigree_frame():
+    pl = pytest.importorskip("polars")
+    frame = pl.DataFrame({"animal": ["001", "002", "003"], "sire": ["0", "0", "001"], "dam": ["0", "0", "002"]})
+    ped = mb.Pedigree.from_frame(frame, id="animal", sire="sire", dam="dam")
+    assert list(ped.ids) == ["001", "002", "003"]

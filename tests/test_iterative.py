@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -133,6 +134,27 @@ def test_pedigree_precision_matches_a_inverse(animal_case):
     assert sorted(order.tolist()) == list(range(len(ped)))
     perm = prec.permuted(order)
     assert abs(perm.to_sparse() - ainv[order][:, order]).max() < 1e-12
+
+
+def test_other_structures_with_a_pedigree_are_bound_not_read_as_a():
+    """Structures holding a pedigree (genetic groups, single-step H^-1) use their own precision."""
+    ped = mb.Pedigree.from_frame(mb.datasets.load("mrode_3_1_pedigree"), id="animal", sire="sire", dam="dam")
+
+    class Modified:  # like SingleStep: has .pedigree, but another precision
+        pedigree = ped
+
+        def bind(self, levels):
+            from mixedblup.covariance import PedigreeCovariance
+
+            bound = PedigreeCovariance(ped).bind(levels)
+            return dataclasses.replace(bound, precision=bound.precision * 2.0)
+
+    prec = it.as_precision(Modified(), ped.ids)
+    assert isinstance(prec, it.SparsePrecision)
+    assert abs(prec.to_sparse() - 2.0 * ped.a_inverse()).max() < 1e-12
+    with pytest.raises(CovarianceError, match="bound"):
+        it.as_precision(Modified())
+    assert isinstance(it.as_precision(ped), it.PedigreePrecision)
 
 
 def test_pedigree_precision_selfing_diagonal():
@@ -312,7 +334,11 @@ SCRIPT = textwrap.dedent(
     st = resolve_covariances(spec, {"id": ped}).structures
     d2 = build_design(spec, rec, levels={n: s.labels for n, s in st.items()})
     r2 = it.solve_pcg(d2, [ped], [np.array([[0.3, 0.05], [0.05, 0.1]])], 0.5, tol=1e-18, engine="numba")
-    result = {"numba": NUMBA, "u1": r1.u.tolist(), "u2": r2.u.tolist(), "b2": r2.beta.tolist()}
+    ainv = ped.a_inverse()  # sparse precision: the CSR kernels (k = 1 and k = 2)
+    r3 = it.solve_pcg(d, [ainv], [np.array([[0.3]])], 0.5, tol=1e-18, engine="numba")
+    r4 = it.solve_pcg(d2, [ainv], [np.array([[0.3, 0.05], [0.05, 0.1]])], 0.5, tol=1e-18, engine="numba")
+    result = {"numba": NUMBA, "u1": r1.u.tolist(), "u2": r2.u.tolist(), "b2": r2.beta.tolist(),
+              "u3": r3.u.tolist(), "u4": r4.u.tolist()}
     if __name__ == "__main__":
         print(json.dumps(result))
     """
@@ -333,5 +359,7 @@ def test_kernels_compiled_and_pure_python_agree():
     exec(SCRIPT, namespace)  # this process: compiled when numba is available
     compiled = namespace["result"]
     assert pure["numba"] is False
-    for key in ("u1", "u2", "b2"):
+    for key in ("u1", "u2", "b2", "u3", "u4"):
         np.testing.assert_allclose(pure[key], compiled[key], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(compiled["u3"], compiled["u1"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(compiled["u4"], compiled["u2"], rtol=1e-6, atol=1e-9)

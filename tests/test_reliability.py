@@ -96,6 +96,21 @@ def test_output_is_labelled_approximate_and_sane():
     assert (random_group["record_information"] >= out["record_information"] - 1e-12).all()
 
 
+def test_kernel_compiled_and_pure_python_agree():
+    from mixedblup import reliability
+
+    pop = simulate_population(400, n_herds=2, seed=4)
+    ped = mb.Pedigree.from_frame(pop.pedigree[["id", "sire", "dam"]], id="id", sire="sire", dam="dam")
+    sire = np.ascontiguousarray(ped.sire_pos, dtype=np.int64)
+    dam = np.ascontiguousarray(ped.dam_pos, dtype=np.int64)
+    own = np.random.default_rng(0).random(len(ped))
+    args = (sire, dam, ped.mendelian_variances(), own, own * 0.9, own * 0.8, SE / SA, 3)
+    kernel = reliability._accumulate
+    pure = getattr(kernel, "py_func", kernel)
+    for a, b in zip(kernel(*args), pure(*args)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
 def test_errors():
     ped = mb.Pedigree.from_frame(pd.DataFrame({"id": ["a", "b"], "sire": ["0", "0"], "dam": ["0", "0"]}),
                                  id="id", sire="sire", dam="dam")

@@ -112,8 +112,8 @@ def test_ebv_decomposition_adds_up(animal):
 
 def test_ebv_decomposition_needs_a_pedigree(animal, pigs):
     _, res = animal
-    with pytest.raises(mb.MixedBlupError, match="pedigree"):
-        res.ebv_decomposition()
+    # fit() keeps the pedigree, so no pedigree= is needed
+    pd.testing.assert_frame_equal(res.ebv_decomposition(), res.ebv_decomposition(pedigree=res._structures[0]))
     fit = mb.fit("weight ~ 0 + sex + (1|dam)", pigs, variances={"dam": 0.016, "residual": 0.08})
     with pytest.raises(mb.MixedBlupError, match="no pedigree"):
         fit.ebv_decomposition("dam")
