@@ -69,6 +69,16 @@ class MMEView:
     n_fixed: int
     residual_variance: float
 
+    @property
+    def coefficient_matrix(self) -> pd.DataFrame:
+        """The coefficient matrix ``C`` (same as ``coefficients``)."""
+        return self.coefficients
+
+    @property
+    def right_hand_side(self) -> pd.Series:
+        """The right-hand side (same as ``rhs``)."""
+        return self.rhs
+
     def inverse(self) -> pd.DataFrame:
         """``C^-1``: ``C11 = var(beta_hat)``, ``C22 = PEV = var(u_hat - u)``."""
         inv = np.linalg.inv(self.coefficients.to_numpy())
@@ -185,8 +195,9 @@ class MixedModelResults:
         Returns
         -------
         pandas.DataFrame
-            Columns ``group, level, term, estimate, std_error, pev, reliability,
-            accuracy, cond_sd, has_records``.  ``std_error`` is the SEP
+            Columns ``group, level, term, estimate, std_error, pev, var_blup, reliability,
+            accuracy, cond_sd, has_records``.  ``var_blup`` is ``var(u_hat)``, the diagonal
+            of ``G - C22`` (prior variance minus PEV).  ``std_error`` is the SEP
             (``sqrt(PEV)``, PEV from ``C22``); ``reliability = 1 - PEV / (sigma_jj K_ii)``;
             ``cond_sd`` is lme4's conditional SD (fixed effects taken as known).
         """
@@ -684,6 +695,7 @@ def build_results(
             "estimate": u.ravel(),
             "std_error": np.sqrt(np.clip(pev, 0, None)).ravel(),
             "pev": np.clip(pev, 0, None).ravel(),
+            "var_blup": np.clip(prior - pev, 0, None).ravel(),
             "reliability": rel.ravel(),
             "accuracy": np.sqrt(rel).ravel(),
             "cond_sd": np.sqrt(np.clip(cvar, 0, None)).ravel(),
@@ -691,7 +703,7 @@ def build_results(
         })
         rows.append(frame)
     random = (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["group", "level", "term", "estimate", "std_error", "pev", "reliability",
+        columns=["group", "level", "term", "estimate", "std_error", "pev", "var_blup", "reliability",
                  "accuracy", "cond_sd", "has_records"]))
 
     vc = _variance_table(design, sigmas, residual)

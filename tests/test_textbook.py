@@ -74,6 +74,7 @@ def test_pig_pev_and_var_uhat(pigs):
     P = Vi - Vi @ X @ np.linalg.inv(X.T @ Vi @ X) @ X.T @ Vi
     var_uhat = 0.016 * Z.T @ P @ Z * 0.016
     np.testing.assert_allclose(0.016 * np.eye(2) - c22, var_uhat, atol=1e-14)
+    np.testing.assert_allclose(table["var_blup"], np.diag(var_uhat), atol=1e-14)
 
 
 # Mrode (2005), Example 3.1: sigma2_a = 20, sigma2_e = 40.  Published solutions (p. 43).
