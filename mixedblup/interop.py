@@ -49,6 +49,25 @@ class Lme4ExportError(MixedBlupError, ValueError):
 
 
 # ----------------------------------------------------------------------------- reading
+def _fast_table(lines: list[str], width: int | None) -> np.ndarray | None:
+    """Whitespace-separated fields through pandas' C parser, or None to take the slow path.
+
+    The slow path (:func:`_split`) is taken for comment lines, ragged lines and
+    anything else the C parser refuses, so that errors can name the line.
+    """
+    try:
+        frame = pd.read_csv(io.StringIO("\n".join(lines)), sep=r"\s+", header=None, dtype=object,
+                            na_filter=False, skip_blank_lines=True, engine="c")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
+        return None
+    table = frame.to_numpy(dtype=object)
+    if table.size == 0 or (width is not None and table.shape[1] != width):
+        return None
+    if (table == "").any() or np.char.startswith(table[:, 0].astype(str), "#").any():
+        return None
+    return table
+
+
 def _read_lines(source: PathOrBuffer) -> list[str]:
     """All lines of a path or a text/binary buffer."""
     if hasattr(source, "read"):
@@ -143,31 +162,35 @@ def read_blupf90_data(
     unknown = [c for c in numeric if c not in columns]
     if unknown:
         raise DataError(f"numeric names {unknown}, which are not in columns {columns}")
-    rows, numbers = _split(_read_lines(source), None, "data")
-    for fields, line in zip(rows, numbers):
-        if len(fields) != len(columns):
-            raise DataError(
-                f"line {line} of the data file has {len(fields)} fields but {len(columns)} columns "
-                f"were named ({columns}); give one name per field"
-            )
-    table = np.array(rows, dtype=object).reshape(len(rows), len(columns))
+    lines = _read_lines(source)
+    table = _fast_table(lines, len(columns))
+    numbers: list[int] | None = None
+    if table is None:
+        rows, numbers = _split(lines, None, "data")
+        for fields, line in zip(rows, numbers):
+            if len(fields) != len(columns):
+                raise DataError(
+                    f"line {line} of the data file has {len(fields)} fields but {len(columns)} columns "
+                    f"were named ({columns}); give one name per field"
+                )
+        table = np.array(rows, dtype=object).reshape(len(rows), len(columns))
     codes = _as_codes(missing)
     data: dict[str, Any] = {}
     for j, name in enumerate(columns):
         col = table[:, j]
         if name in numeric:
-            values = np.empty(len(col))
-            for i, token in enumerate(col):
-                if token in codes:
-                    values[i] = np.nan
-                    continue
-                try:
-                    values[i] = float(token)
-                except ValueError:
-                    raise DataError(
-                        f"column {name!r} is numeric but line {numbers[i]} has {token!r}; list the "
-                        "column's missing code in missing=, or leave it out of numeric="
-                    ) from None
+            tokens = pd.Series(col, dtype=object)
+            is_missing = tokens.isin(list(codes)).to_numpy()
+            values = np.array(pd.to_numeric(tokens.where(~is_missing, "0"), errors="coerce"), dtype=float)
+            bad = np.flatnonzero(np.isnan(values) & ~is_missing)
+            if bad.size:
+                i = int(bad[0])
+                numbers = numbers if numbers is not None else _split(lines, None, "data")[1]
+                raise DataError(
+                    f"column {name!r} is numeric but line {numbers[i]} has {col[i]!r}; list the "
+                    "column's missing code in missing=, or leave it out of numeric="
+                )
+            values[is_missing] = np.nan
             if codes:
                 values[np.isin(values, [float(c) for c in codes if _is_float(c)])] = np.nan
             data[name] = values
@@ -223,28 +246,38 @@ def read_blupf90_pedigree(
     """
     if format not in ("auto", "plain", "renadd"):
         raise ValueError(f"format must be 'auto', 'plain' or 'renadd'; got {format!r}")
-    rows, numbers = _split(_read_lines(source), None, "pedigree")
-    widths = {len(r) for r in rows}
-    if format == "auto":
-        format = "renadd" if widths == {10} else "plain"
+    lines = _read_lines(source)
+    table = _fast_table(lines, None)
     codes = _as_codes(unknown)
-    if format == "renadd":
+    if table is not None and table.shape[1] >= 3:
+        if format == "auto":
+            format = "renadd" if table.shape[1] == 10 else "plain"
+        if format == "renadd" and table.shape[1] == 10:
+            return _renadd_frame(table, codes)
+    else:
+        table = None
+    if table is None or format == "renadd":
+        rows, numbers = _split(lines, None, "pedigree")
+        widths = {len(r) for r in rows}
+        if format == "auto":
+            format = "renadd" if widths == {10} else "plain"
+        if format == "renadd":
+            for fields, line in zip(rows, numbers):
+                if len(fields) != 10:
+                    raise DataError(
+                        f"line {line} of the renadd file has {len(fields)} fields; renumf90's renadd "
+                        "files have 10 (use format='plain' for an animal-sire-dam file)"
+                    )
+            return _renadd_frame(np.array(rows, dtype=object), codes)
         for fields, line in zip(rows, numbers):
-            if len(fields) != 10:
+            if len(fields) < 3:
                 raise DataError(
-                    f"line {line} of the renadd file has {len(fields)} fields; renumf90's renadd "
-                    "files have 10 (use format='plain' for an animal-sire-dam file)"
+                    f"line {line} of the pedigree file has {len(fields)} fields; a pedigree line needs "
+                    "animal, sire and dam"
                 )
-        return _renadd_frame(rows, codes)
-    for fields, line in zip(rows, numbers):
-        if len(fields) < 3:
-            raise DataError(
-                f"line {line} of the pedigree file has {len(fields)} fields; a pedigree line needs "
-                "animal, sire and dam"
-            )
-    width = max(widths)
-    rows = [r + [""] * (width - len(r)) for r in rows]
-    table = np.array(rows, dtype=object)
+        width = max(widths)
+        table = np.array([r + [""] * (width - len(r)) for r in rows], dtype=object)
+    width = table.shape[1]
     out = pd.DataFrame({
         "id": pd.Series(table[:, 0], dtype=object),
         "sire": pd.Series(_unknown_to_none(table[:, 1], codes), dtype=object),
@@ -261,20 +294,21 @@ def _unknown_to_none(values: np.ndarray, codes: frozenset[str]) -> np.ndarray:
     return out
 
 
-def _renadd_frame(rows: list[list[str]], codes: frozenset[str]) -> pd.DataFrame:
-    table = np.array(rows, dtype=object)
+def _renadd_frame(table: np.ndarray, codes: frozenset[str]) -> pd.DataFrame:
     ids = table[:, 0]
-    known = set(ids.tolist())
-    original = dict(zip(ids.tolist(), table[:, 9].tolist()))
+    index = pd.Index(ids)
+    originals = table[:, 9]
     out = pd.DataFrame({"id": pd.Series(ids, dtype=object)})
     for j, parent in ((1, "sire"), (2, "dam")):
         col = table[:, j]
+        pos = index.get_indexer(col)
         is_unknown = np.isin(col, list(codes))
-        is_group = ~is_unknown & ~np.isin(col, list(known))
-        out[parent] = pd.Series(np.where(is_unknown | is_group, None, col), dtype=object)
+        is_group = ~is_unknown & (pos < 0)
+        known_parent = ~is_unknown & ~is_group
+        out[parent] = pd.Series(np.where(known_parent, col, None), dtype=object)
         out[f"{parent}_group"] = pd.Series(np.where(is_group, col, None), dtype=object)
         out[f"{parent}_original"] = pd.Series(
-            [original.get(v) if v is not None else None for v in out[parent]], dtype=object)
+            np.where(known_parent, originals[np.maximum(pos, 0)], None), dtype=object)
     out["original_id"] = pd.Series(table[:, 9], dtype=object)
     known_parents = table[:, 5].astype(np.int64)
     out["birth"] = table[:, 4].astype(np.int64)

@@ -248,3 +248,19 @@ def test_polars_pedigree_frame():
     frame = pl.DataFrame({"animal": ["001", "002", "003"], "sire": ["0", "0", "001"], "dam": ["0", "0", "002"]})
     ped = mb.Pedigree.from_frame(frame, id="animal", sire="sire", dam="dam")
     assert list(ped.ids) == ["001", "002", "003"]
+
+
+def test_fast_and_careful_parsers_agree():
+    """Clean files take pandas' C parser, files with comments the line-by-line one: same result."""
+    pop = mb.datasets.simulate(600, n_generations=4, seed=9)
+    ped = pop.pedigree[["id", "sire", "dam"]]
+    text = "\n".join(" ".join(r) for r in ped.astype(str).to_numpy())
+    fast = read_blupf90_pedigree(io.StringIO(text))
+    careful = read_blupf90_pedigree(io.StringIO("# exported pedigree\n" + text))
+    pd.testing.assert_frame_equal(fast, careful)
+    rec = pop.records[["id", "herd_year", "y"]]
+    text = "\n".join(f"{a} {b} {c!r}" for a, b, c in rec.itertuples(index=False))
+    fast = read_blupf90_data(io.StringIO(text), ["id", "hy", "y"], numeric=["y"])
+    careful = read_blupf90_data(io.StringIO("# header comment\n" + text), ["id", "hy", "y"], numeric=["y"])
+    pd.testing.assert_frame_equal(fast, careful)
+    assert fast["y"].to_numpy() == pytest.approx(rec["y"].to_numpy())
