@@ -8,7 +8,7 @@ their sparse inverse, and Henderson's mixed model equations.
 ...              variances={"dam": 0.016, "residual": 0.08})
 """
 
-from . import datasets
+from . import datasets, interop
 from .api import fit
 from .compare import compare
 from .covariance import Identity, Relationship
