@@ -34,31 +34,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from problems import peak_mb, reset_peak  # noqa: E402  (one copy of the memory probes)
 
 #: Targets of issue 3 (seconds, MB) for read+check+sort+inbreeding+A-inverse.
 TARGETS = {1_000_000: (10.0, 2048.0), 10_000_000: (120.0, 8192.0)}
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
-
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-
-
-def _peak_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _worker(n: int, reference: bool) -> dict:
@@ -83,7 +65,7 @@ def _worker(n: int, reference: bool) -> dict:
     tiny = pd.DataFrame({"a": ["1", "2", "3", "4"], "s": ["0", "0", "1", "1"], "d": ["0", "0", "2", "3"]})
     warm = mb.Pedigree.from_frame(tiny, id="a", sire="s", dam="d")
     warm.inbreeding(), warm.a_inverse()
-    _reset_peak()
+    reset_peak()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     stages: dict[str, float] = {}
     cpu0 = time.process_time()
@@ -109,7 +91,7 @@ def _worker(n: int, reference: bool) -> dict:
         "stages": stages,
         "seconds": t4 - t0,
         "cpu_seconds": cpu,
-        "peak_mb": _peak_mb(),
+        "peak_mb": peak_mb(),
         "load": load,
         "detail": f"mean F {float(F.mean()):.4f}, max F {float(F.max()):.3f}, "
         f"{int(ped.generation.max()) + 1} generations, nnz(A-inverse) {ainv.nnz:,}",
