@@ -665,7 +665,7 @@ def build_results(
     starts, sizes = _partition(p, cp, solution.ranks)
     blocks = factor.block_diagonal(starts, sizes) if n_eq > p else np.zeros((n_eq, 0))
     if n_eq > p:
-        zz = _zz_factor(solution)
+        zz = solution.random_block_factor()
         cblocks = zz.block_diagonal(starts[p:] - p, sizes[p:])
     rows = []
     offset_b = p
@@ -785,18 +785,6 @@ def _partition(p: int, cp: CrossProducts, ranks: tuple[int, ...]) -> tuple[np.nd
         sizes.append(np.full(q * r, r, dtype=np.int64))
         pos += q * r
     return np.concatenate(starts), np.concatenate(sizes)
-
-
-def _zz_factor(solution: Solution):
-    """Factor of the random-effect block alone (lme4's conditional variances)."""
-    from .factor import factorize
-
-    if hasattr(solution, "random_block_factor"):
-        return solution.random_block_factor()
-
-    p = len(solution.beta)
-    C = solution.coefficient_matrix
-    return factorize(C[p:, p:], solution.factor.backend)
 
 
 def _variance_table(design: Design, sigmas: list[np.ndarray], residual: float) -> pd.DataFrame:
