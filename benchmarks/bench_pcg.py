@@ -4,6 +4,7 @@
     python benchmarks/bench_pcg.py --sizes 1e4 1e5 1e6 1e7 --plot docs/img/pcg_scaling.png
     python benchmarks/bench_pcg.py --sizes --dask 1e6        # Dask LocalCluster(2 workers) vs memory
     python benchmarks/bench_pcg.py --direct 1e4 1e5          # also the direct solver, for comparison
+    python benchmarks/bench_pcg.py --sizes --fit 1e6         # mb.fit(..., solver="pcg") end to end
 
 Problem (as issue 9): ``y ~ 0 + herd_year + (1|id)`` with ``A``, ``n`` animals over 10
 generations, ``0.6 n`` records (males and females), about ``n / 33`` herd-years, known
@@ -16,6 +17,11 @@ the pedigree (:meth:`Pedigree.from_frame`, inbreeding; reported separately as
 (set-up and iterations).  ``peak MB`` is the process's resident-set high-water mark
 during the timed stage (reset just before it), so it includes the data and pedigree
 already in memory.
+
+``--fit`` times the public API end to end, ``mb.fit("y ~ 0 + herd_year + (1|id)", records,
+cov={"id": ped}, variances=..., solver="pcg")`` (formula, design through formulaic, checks,
+PCG, approximate reliabilities and the results object), against the standalone path
+(``design_from_codes`` + ``solve_pcg``) in the same process, same data.
 
 ``run(...)`` returns the rows (``problem, size, seconds, peak_mb, target, verdict`` and
 details) for ``benchmarks/run_all.py``.
@@ -145,6 +151,66 @@ def _memory_worker(n: int, direct: bool) -> dict[str, Any]:
     return out
 
 
+def _fit_worker(n: int) -> dict[str, Any]:
+    """``mb.fit(..., solver="pcg")`` end to end against design_from_codes + solve_pcg."""
+    import gc
+
+    import numpy as np
+
+    import mixedblup as mb
+    from mixedblup import api, iterative
+
+    rec, ped_frame = population(n)
+    ped = mb.Pedigree.from_frame(ped_frame, id="id", sire="sire", dam="dam")
+    ped.mendelian_variances()
+    del ped_frame
+    variances = {"id": 0.3, "residual": 0.5}
+    mrode = mb.datasets.load("mrode_3_1")  # warm-up: numba compiles (or loads its cache) outside the timing
+    small = mb.Pedigree.from_frame(mb.datasets.load("mrode_3_1_pedigree"), id="animal", sire="sire", dam="dam")
+    mb.fit("wwg ~ 0 + sex + (1|calf)", mrode, cov={"calf": small}, variances={"calf": 20, "residual": 40},
+           solver="pcg")
+    reset_peak()
+    t0 = time.perf_counter()
+    design = iterative.design_from_codes(rec, "y", fixed=["herd_year"], random={"id": ped.ids})
+    alone = iterative.solve_pcg(design, [ped], [np.array([[0.3]])], 0.5)
+    t_alone = time.perf_counter() - t0
+    peak_alone = peak_mb()
+    u_alone = alone.u
+    del design, alone
+    gc.collect()
+    stages: dict[str, float] = {}
+    build = api.build_design
+
+    def timed_build(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = build(*args, **kwargs)
+        stages["design"] = time.perf_counter() - t
+        return out
+
+    api.build_design = timed_build
+    base = rss_mb()
+    reset_peak()
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    res = mb.fit("y ~ 0 + herd_year + (1|id)", rec, cov={"id": ped}, variances=variances, solver="pcg")
+    seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    peak = peak_mb()
+    api.build_design = build
+    info = res.solver_info
+    u_fit = res.random_effects("id")["estimate"].to_numpy()
+    return {
+        "seconds": seconds, "peak_mb": peak, "baseline_mb": base, "cpu_seconds": cpu, "load": os.getloadavg()[0],
+        "design_seconds": stages.get("design", float("nan")), "solve_seconds": info.seconds,
+        "setup_seconds": info.setup_seconds, "iteration_seconds": info.seconds - info.setup_seconds,
+        "other_seconds": seconds - stages.get("design", 0.0) - info.seconds,
+        "iterations": info.iterations, "accuracy": info.accuracy, "converged": info.converged,
+        "standalone_seconds": t_alone, "standalone_peak_mb": peak_alone,
+        "max_rel_diff_vs_standalone": float(np.abs(u_fit - u_alone).max() / np.abs(u_alone).max()),
+        "records": len(rec), "groups": int(rec["herd_year"].nunique()), "equations": info.n_equations,
+    }
+
+
 def _dask_worker(n: int, partitions: int) -> dict[str, Any]:
     import logging
 
@@ -225,7 +291,8 @@ def _verdict(n: int, r: dict[str, Any]) -> tuple[str, str]:
 
 
 def run(sizes: tuple[float, ...] = DEFAULT_SIZES, *, dask_sizes: tuple[float, ...] = (),
-        direct_sizes: tuple[float, ...] = (), partitions: int = 4, timeout: float = 3600) -> list[dict[str, Any]]:
+        direct_sizes: tuple[float, ...] = (), partitions: int = 4, timeout: float = 3600,
+        fit_sizes: tuple[float, ...] = ()) -> list[dict[str, Any]]:
     """Run the benchmark; one row per size (and per Dask size).
 
     Returns
@@ -241,6 +308,14 @@ def run(sizes: tuple[float, ...] = DEFAULT_SIZES, *, dask_sizes: tuple[float, ..
         target, verdict = _verdict(n, r)
         size = size_label(n, r.get("records"), r.get("groups")) if r.get("status") == "ok" else size_label(n)
         rows.append({"problem": "pcg", "n_animals": n, "size": size, "target": target, "verdict": verdict, **r})
+        print(f"  -> {_line(rows[-1])}", file=sys.stderr, flush=True)
+    for n in sorted(int(float(s)) for s in fit_sizes):
+        print(f"  fit(solver='pcg') {n:,} animals ...", file=sys.stderr, flush=True)
+        r = _spawn(["--fit-worker", str(n)], timeout)
+        target, verdict = _verdict(n, r)
+        size = size_label(n, r.get("records"), r.get("groups")) if r.get("status") == "ok" else size_label(n)
+        rows.append({"problem": "mb.fit(solver='pcg')", "n_animals": n, "size": size, "target": target,
+                     "verdict": verdict, **r})
         print(f"  -> {_line(rows[-1])}", file=sys.stderr, flush=True)
     for n in sorted(int(float(s)) for s in dask_sizes):
         print(f"  pcg-dask {n:,} animals ...", file=sys.stderr, flush=True)
@@ -311,16 +386,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="*", default=[str(s) for s in DEFAULT_SIZES])
     parser.add_argument("--dask", nargs="*", default=[], help="sizes for the Dask comparison")
     parser.add_argument("--direct", nargs="*", default=[], help="sizes where the direct solver also runs")
+    parser.add_argument("--fit", nargs="*", default=[], help="sizes for mb.fit(..., solver='pcg') end to end")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dask-worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fit-worker", type=int, help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args(argv)
     if args.worker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             print("RESULT " + json.dumps(_memory_worker(args.worker, "--direct" in (argv or sys.argv))), flush=True)
+        return 0
+    if args.fit_worker:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            print("RESULT " + json.dumps(_fit_worker(args.fit_worker)), flush=True)
         return 0
     if args.dask_worker:
         with warnings.catch_warnings():
@@ -328,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             print("RESULT " + json.dumps(_dask_worker(args.dask_worker, args.partitions)), flush=True)
         return 0
     rows = run(tuple(args.sizes), dask_sizes=tuple(args.dask), direct_sizes=tuple(args.direct),
-               partitions=args.partitions)
+               partitions=args.partitions, fit_sizes=tuple(args.fit))
     print(render(rows))
     for r in rows:
         extra = {k: v for k, v in r.items() if k not in ("problem", "size", "target", "verdict")}

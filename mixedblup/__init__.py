@@ -25,6 +25,7 @@ from .errors import (
     PedigreeError,
     PedigreeFixWarning,
     RankDeficiencyWarning,
+    ResourceError,
     RowsDroppedWarning,
     ScaleWarning,
     SingularFitWarning,
@@ -41,6 +42,7 @@ from .genomic import (
 from .io import load
 from .pedigree import Pedigree, read_pedigree
 from .results import MixedModelResults
+from .sire_mgs import SireMGSPedigree
 
 __version__ = "0.1.0"
 
@@ -51,6 +53,7 @@ __all__ = [
     "parse_formula",
     "Pedigree",
     "read_pedigree",
+    "SireMGSPedigree",
     "Relationship",
     "Identity",
     "MixedModelResults",
@@ -61,6 +64,7 @@ __all__ = [
     "PedigreeError",
     "CovarianceError",
     "EstimationError",
+    "ResourceError",
     "MixedBlupWarning",
     "RowsDroppedWarning",
     "RankDeficiencyWarning",

@@ -156,6 +156,7 @@ def ingest(
     max_unlisted: float = 0.9,
     upg: Any = None,
     min_group_size: int = 5,
+    leading_zeros: str = "error",
 ) -> IngestedPedigree:
     """Normalise and check a pedigree frame; see :meth:`Pedigree.from_frame` (internal).
 
@@ -183,6 +184,8 @@ def ingest(
         raise DataError(
             f"on_conflict must be 'error', 'most_complete' or 'first'; got {on_conflict!r}"
         )
+    if leading_zeros not in ("error", "ignore"):
+        raise DataError(f"leading_zeros must be 'error' or 'ignore'; got {leading_zeros!r}")
     if sex_check not in ("error", "warn"):
         raise DataError(f"sex_check must be 'error' or 'warn'; got {sex_check!r}")
     sex_col = _column(df, sex, "sex") if sex is not None else None
@@ -219,6 +222,17 @@ def ingest(
         raw_values.append(values)
         normalised.append(normalize_distinct(values, what=what))
     arrays = [np.asarray(r) for r in raw_values]
+    floats = [what for (_, what), a in zip(columns, arrays) if a.dtype.kind == "f" and a.size]
+    if floats:
+        # C12: IDs read as floats (a column with blanks read by pandas): 12.0 -> "12";
+        # lossless now, but leading zeros ("0012") were lost when the file was read
+        warnings.warn(
+            f"IDs in {' and '.join(floats)} are floating-point numbers, converted to IDs without the "
+            "decimal part (12.0 -> '12'); if IDs may have leading zeros, read the file with "
+            "dtype=str, keep_default_na=False (or use mixedblup.read_pedigree)",
+            PedigreeFixWarning,
+            stacklevel=3,
+        )
     if all(a.dtype.kind in "if" for a in arrays):
         # signed integers and (integral, as normalize_labels checked) floats: merge on the
         # integers, which normalise one-to-one to their decimal strings
@@ -329,7 +343,8 @@ def ingest(
         dropped = tuple(uniq[idc[exact]].tolist())
         warnings.warn(
             f"{len(dropped)} exact duplicate pedigree row(s) dropped "
-            f"(IDs {preview(dropped, _SHOW)}; {_rows_text(rows[exact])})",
+            f"(IDs {preview(dropped, _SHOW)}; {_rows_text(rows[exact])}); one row per animal is kept, "
+            "see Pedigree.dropped_duplicates",
             PedigreeFixWarning,
             stacklevel=3,
         )
@@ -539,6 +554,10 @@ def ingest(
             problems=pd.DataFrame({"parent": uniq[unlisted]}),
         )
 
+    # C12: IDs that differ only by leading zeros ("0012" and "12"): one animal written two ways
+    if leading_zeros == "error" and not all(a.dtype.kind in "if" for a in arrays):
+        _leading_zero_check(uniq, idc, sc, dc, rows, id, sire, dam)
+
     # C13: unknown parent groups
     groups: tuple[str, ...] = ()
     if sg is not None:
@@ -624,6 +643,47 @@ def ingest(
         groups=groups,
         sire_group=sg,
         dam_group=dg,
+    )
+
+
+def _leading_zero_check(uniq: np.ndarray, idc: np.ndarray, sc: np.ndarray, dc: np.ndarray,
+                        rows: np.ndarray, id: str, sire: str, dam: str) -> None:
+    """C12: raise if two IDs (animals or parents) differ only by leading zeros."""
+    used = np.unique(np.concatenate([idc, sc[sc >= 0], dc[dc >= 0]]))
+    labels = pd.Series(uniq[used], index=used, dtype=object)
+    zero = labels.str.startswith("0") & (labels.str.len() > 1)
+    if not zero.any():
+        return
+    digits = labels[labels.str.fullmatch(r"\d+").fillna(False).astype(bool)]
+    key = digits.str.lstrip("0").replace("", "0")
+    clash = key[key.duplicated(keep=False)]
+    if clash.empty:
+        return
+    first_row = {}
+    for codes, col in ((idc, id), (sc, sire), (dc, dam)):
+        for code in clash.index.tolist():
+            if code not in first_row:
+                at = np.flatnonzero(codes == code)
+                if at.size:
+                    first_row[code] = (col, rows[at[0]])
+    recs = []
+    for k, members in clash.groupby(clash).groups.items():
+        for code in members:
+            col, row = first_row.get(code, (None, None))
+            recs.append({"id": uniq[code], "same_as": k, "column": col, "row": row})
+    groups = pd.DataFrame(recs).groupby("same_as", sort=False)
+    texts = [
+        " and ".join(f"{r.id!r} (column {r.column!r}, row {r.row!r})" for r in g.itertuples(index=False))
+        for _, g in groups
+    ]
+    raise PedigreeError(
+        f"{len(texts)} ID(s) are written with and without leading zeros: "
+        + "; ".join(texts[:_SHOW])
+        + (f"; and {len(texts) - _SHOW} more" if len(texts) > _SHOW else "")
+        + "; they are probably one animal whose ID lost its zeros in one file (numbers read as "
+        "integers): read every ID column with dtype=str and write IDs one way; if they really are "
+        "different animals pass leading_zeros='ignore'",
+        problems=pd.DataFrame(recs),
     )
 
 

@@ -77,6 +77,11 @@ class BoundCovariance:
         ``diag(K)`` (1 for identity, ``1 + F`` for a pedigree).
     kind : str
         Short description for reports ("identity", "pedigree", "relationship").
+    n_fixed_levels : int
+        How many of the *last* levels are fixed effects absorbed in the term (unknown
+        parent groups fitted as fixed, :class:`~mixedblup.genetic_groups.GroupedPedigree`):
+        they have no incidence in the data and a singular penalty, and REML counts them
+        in ``p`` (default 0).  ``logdet`` is then ``log|K|`` of the other levels.
     """
 
     levels: pd.Index
@@ -84,6 +89,7 @@ class BoundCovariance:
     logdet: float
     diagonal: np.ndarray
     kind: str
+    n_fixed_levels: int = 0
 
     @property
     def is_identity(self) -> bool:
@@ -139,6 +145,11 @@ class Relationship:
     def __init__(
         self, matrix: Any, labels: Any = None, *, inverse: bool = False, allow_large: bool = False
     ) -> None:
+        #: Explicit adjustments (tune, blend, nearest_pd) applied to the matrix before it was
+        #: passed, when it comes from a GenomicRelationship; fit records them in diagnostics.
+        self.adjustments: tuple[Any, ...] = tuple(getattr(matrix, "adjustments", ()) or ())
+        if hasattr(matrix, "G") and hasattr(matrix, "adjustments"):  # a GenomicRelationship
+            matrix = matrix.G
         if isinstance(matrix, pd.DataFrame):
             if labels is None:
                 if not matrix.index.equals(matrix.columns):
@@ -176,6 +187,10 @@ class Relationship:
                 f"{shape[0] ** 2 * 8 / 1e9:.1f} GB per copy; pass allow_large=True to go ahead"
             )
         _check_matrix(matrix, labels, inverse)
+        # D1: asymmetry at rounding level (checked above) is removed, so the Cholesky factor,
+        # the inverse and the precision used in the equations all see the same matrix
+        matrix = (matrix + matrix.T) / 2.0
+        matrix = sp.csc_matrix(matrix) if sp.issparse(matrix) else np.ascontiguousarray(matrix)
         self._labels = labels
         self._matrix = matrix
         self.inverse = inverse
@@ -195,7 +210,9 @@ class Relationship:
         if (pos < 0).any():
             missing = list(pd.Index(levels)[pos < 0])
             raise CovarianceError(
-                f"{len(missing)} level(s) are not labels of the relationship matrix: {preview(missing)}",
+                f"{len(missing)} level(s) are not labels of the relationship matrix: {preview(missing)}; "
+                "every level in the data needs a row and column of the matrix (matched by label: "
+                "check the ID format, e.g. 12 vs '0012'), or remove these records",
                 problems=pd.DataFrame({"level": missing}),
             )
         m = self._matrix
@@ -230,8 +247,10 @@ def _cholesky(dense: np.ndarray, what: str) -> np.ndarray:
         rank = int((eig > eig.max() * 1e-12).sum())
         raise CovarianceError(
             f"{what} is not positive definite (smallest eigenvalue {eig.min():.3g}; numerical rank "
-            f"{rank} of {len(eig)}); fix the matrix explicitly (for a genomic G: blend it with A22 or "
-            "a small multiple of I) before passing it"
+            f"{rank} of {len(eig)}); fix the matrix explicitly before passing it: for a genomic G "
+            "blend it, e.g. mb.adjust_relationship(G, blend=(0.95, 'A22'), a22=pedigree) or "
+            "blend=(0.99, 'I'), or project it with mb.adjust_relationship(G, nearest_pd=True); "
+            "every adjustment is recorded"
         ) from None
 
 
@@ -263,6 +282,22 @@ def _check_matrix(matrix: Any, labels: pd.Index, inverse: bool) -> None:
             "covariance (or precision) matrix needs a positive diagonal",
             problems=pd.DataFrame({"label": bad}),
         )
+    if not inverse and len(diag):
+        # D5: a relationship matrix has diagonal 1 + F (F in [0, 1)): far from it, the
+        # variance component is on another scale (e.g. a kinship matrix has diagonal 0.5)
+        odd = (diag < 0.5) | (diag > 2.5)
+        if odd.any() or not 0.75 <= diag.mean() <= 1.5:
+            shown = labels[odd] if odd.any() else labels[:0]
+            warnings.warn(
+                f"the relationship matrix has mean diagonal {diag.mean():.3g}"
+                + (f" and {int(odd.sum())} diagonal entries outside [0.5, 2.5] (e.g. at "
+                   f"{preview(list(shown), 5)})" if odd.any() else "")
+                + "; a relationship matrix has diagonal 1 + F, so the variance component will be "
+                "on this matrix's scale: rescale it (e.g. mb.adjust_relationship(G, tune='A22')) "
+                "if that is not intended",
+                CovarianceWarning,
+                stacklevel=4,
+            )
     off = dense[~np.eye(len(dense), dtype=bool)]
     if not inverse and len(off) and diag.mean() > 1.5 and (off < 0).mean() > 0.5:
         warnings.warn(

@@ -37,6 +37,16 @@ _CATALOG: dict[str, _Entry] = {
                         "Pre-weaning gain of 5 beef calves, Mrode (2005) Example 3.1."),
     "mrode_3_1_pedigree": _Entry("mrode_3_1_pedigree.csv", ("animal", "sire", "dam"),
                                  "Pedigree of Mrode (2005) Example 3.1 (8 animals)."),
+    "mrode_4_1": _Entry("mrode_4_1.csv", ("cow", "sire", "dam", "parity", "hys"),
+                        "Fat yield, two lactations of 5 cows, Mrode (2014, 3rd ed.) Example 4.1 "
+                        "(repeatability model)."),
+    "mrode_4_1_pedigree": _Entry("mrode_4_1_pedigree.csv", ("animal", "sire", "dam"),
+                                 "Pedigree of Mrode (2014) Example 4.1 (8 animals)."),
+    "mrode_7_1": _Entry("mrode_7_1.csv", ("calf", "sire", "dam", "herd", "pen"),
+                        "Birth weight of 10 beef calves, Mrode (2014, 3rd ed.) Example 7.1 / "
+                        "Table 7.1 (direct and maternal genetic effects)."),
+    "mrode_7_1_pedigree": _Entry("mrode_7_1_pedigree.csv", ("animal", "sire", "dam"),
+                                 "Pedigree of Mrode (2014) Example 7.1 (14 animals)."),
     "sleepstudy": _Entry("sleepstudy.csv", ("Subject",),
                          "Reaction times under sleep deprivation (lme4's sleepstudy)."),
     "dyestuff": _Entry("dyestuff.csv", ("Batch",), "Dyestuff yield by batch (lme4's Dyestuff)."),
@@ -122,7 +132,9 @@ def simulate(n_animals: int = 10_000, *, seed: int | None = 0, **options: Any) -
         Any keyword of :func:`~mixedblup.simulate.simulate_population`:
         ``n_generations, n_herds, sires_per_generation, unknown_parent_rate,
         recorded_fraction, records_per_animal, additive, maternal, cov_am, pe,
-        herd_year, residual, years_per_generation, string_ids, shuffle``.
+        herd_year, residual, years_per_generation, string_ids, shuffle, select_sires``
+        (``select_sires=False`` picks sires at random instead of by true breeding value,
+        for simulation studies of estimators).
 
     Returns
     -------

@@ -28,13 +28,15 @@ from .errors import (
     FormulaError,
     MixedBlupError,
     RankDeficiencyWarning,
+    ResourceError,
     RowsDroppedWarning,
     preview,
 )
 from .formula import FormulaSpec, RandomTerm, formula_context
 from .labels import normalize_labels
 
-__all__ = ["Design", "TermDesign", "build_design", "term_names", "group_labels", "NA_ACTIONS"]
+__all__ = ["Design", "ResidualGroups", "TermDesign", "build_design", "term_names", "group_labels", "NA_ACTIONS",
+           "MEMORY_LIMIT", "estimate_memory"]
 
 #: What to do with rows that have missing values in model columns.
 NA_ACTIONS = ("drop", "raise")
@@ -47,6 +49,14 @@ DENSE_X_MAX = 20_000_000
 
 #: Largest sparse X whose rank deficiency is resolved column by column.
 SPARSE_RANK_DENSE_MAX = 4000
+
+#: Bytes the design and the cross products may need before ``fit`` refuses (A19);
+#: ``fit(..., allow_large=True)`` goes ahead anyway.  Change it here to move the limit.
+MEMORY_LIMIT = 4e9
+
+#: Most fixed-effect columns ``fit`` builds without ``allow_large=True`` (A19): formulaic
+#: needs about 1 kB and 1 ms per column, so 10^7 columns of an interaction would take days.
+MAX_FIXED_COLUMNS = 200_000
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,30 @@ class TermDesign:
 
 
 @dataclass(frozen=True)
+class ResidualGroups:
+    """Classes of heterogeneous residual variance: ``var(e_i) = sigma^2_{g(i)} / w_i``.
+
+    Attributes
+    ----------
+    column : str
+        The data column defining the classes.
+    levels : tuple of str
+        Class labels (sorted), the order of every per-class result.
+    codes : numpy.ndarray
+        Class of every kept row (index into ``levels``).
+    """
+
+    column: str
+    levels: tuple[str, ...]
+    codes: np.ndarray
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Records per class."""
+        return np.bincount(self.codes, minlength=len(self.levels))
+
+
+@dataclass(frozen=True)
 class Design:
     """Everything the equations need from the data, and what predict needs to re-encode.
 
@@ -123,9 +157,12 @@ class Design:
     response : str
         The response expression.
     fixed_spec : object
-        formulaic ModelSpec of the fixed part.
+        formulaic ModelSpec of the fixed part (a :class:`~mixedblup._fast_design.FastModelSpec`
+        when X was built by the fast path for plain factors and covariates).
     weights : numpy.ndarray or None
         Precision weights (``var(e_i) = sigma_e^2 / w_i``), if any.
+    residual_groups : ResidualGroups or None
+        Classes of heterogeneous residual variance (``fit(residual_groups=...)``), if any.
     """
 
     y: np.ndarray
@@ -138,6 +175,7 @@ class Design:
     response: str
     fixed_spec: Any = field(repr=False)
     weights: np.ndarray | None = None
+    residual_groups: ResidualGroups | None = None
 
     @property
     def n(self) -> int:
@@ -224,13 +262,45 @@ def _lme4_name(name: str) -> str:
 
 
 def _model_matrix(formula: str, frame: pd.DataFrame, context: dict, what: str, **options: Any) -> Any:
-    """formulaic's model_matrix, its own errors re-raised as FormulaError naming the piece."""
+    """formulaic's model_matrix, its own errors re-raised as FormulaError naming the piece.
+
+    numpy's floating-point warnings (log of 0...) are silenced: every matrix built
+    here is checked for non-finite values, which raise a DataError naming the rows.
+    formulaic's DataMismatchWarning (values outside ``C(x, levels=[...])``, which it
+    would encode as the reference level) is an error.  pandas' nullable string
+    columns are passed as plain object columns (formulaic's sparse output needs it).
+    """
+    from formulaic.errors import DataMismatchWarning
+
+    frame = plain_dtypes(frame)
     try:
-        return model_matrix(formula, frame, context=context, na_action="ignore", **options)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("error", DataMismatchWarning)
+            return model_matrix(formula, frame, context=context, na_action="ignore", **options)
     except MixedBlupError:
         raise
+    except DataMismatchWarning as exc:
+        raise DataError(
+            f"{what} {formula!r}: {exc} formulaic would encode those rows as the reference level; list "
+            "every category in levels=, or drop those rows"
+        ) from None
     except Exception as exc:  # formulaic raises several unrelated exception types
-        raise FormulaError(f"{what} {formula!r} could not be built: {exc}") from exc
+        dates = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c].dtype)
+                 or pd.api.types.is_timedelta64_dtype(frame[c].dtype)]
+        hint = (f"; column(s) {preview(dates)} hold dates or durations: convert them to numbers (e.g. "
+                "days since a date) or to strings for a factor" if dates else "")
+        raise FormulaError(f"{what} {formula!r} could not be built: {exc}{hint}") from exc
+
+
+def plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """pandas' nullable string columns as object columns (missing as None), other columns unchanged."""
+    strings = [c for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)]
+    if not strings:
+        return frame
+    out = frame.copy()
+    for c in strings:
+        out[c] = frame[c].astype(object).where(frame[c].notna(), None)
+    return out
 
 
 def _check_finite(frame: pd.DataFrame, columns: list[str]) -> None:
@@ -261,7 +331,7 @@ def _drop_missing(frame: pd.DataFrame, columns: list[str], na_action: str) -> tu
     labels = frame.index[rows]
     detail = ", ".join(f"{c}: {k}" for c, k in counts.items())
     message = (
-        f"{rows.sum()} of {len(frame)} rows have missing values in model columns ({detail}); "
+        f"{rows.sum()} of {len(frame)} rows with missing values in model columns ({detail}): "
         f"rows {preview(list(labels))}"
     )
     if na_action == "raise":
@@ -269,7 +339,11 @@ def _drop_missing(frame: pd.DataFrame, columns: list[str], na_action: str) -> tu
                         problems=pd.DataFrame({"row": labels}))
     kept = frame.loc[~rows]
     if len(kept) == 0:
-        raise DataError(f"after removing rows with missing values no rows remain ({detail})")
+        raise DataError(
+            f"after removing {len(frame)} rows with missing values 0 rows remain ({detail}); check "
+            "those columns (is a column entirely missing, or read with the wrong missing-value codes?)",
+            problems=pd.DataFrame({"row": labels}),
+        )
     warnings.warn(
         f"dropped {message}; they are listed in result.dropped_rows",
         RowsDroppedWarning,
@@ -297,7 +371,8 @@ def _response(frame: pd.DataFrame, spec: FormulaSpec, context: dict) -> np.ndarr
         elif not pd.api.types.is_numeric_dtype(col.dtype):
             raise DataError(
                 f"response {name!r} must be numeric; it has dtype {col.dtype} (first values "
-                f"{preview(list(col.head(3)))})"
+                f"{preview(list(col.head(3)))}); convert it with pd.to_numeric, or choose a numeric "
+                "column as the response"
             )
         y = col.to_numpy(dtype=float)
     else:
@@ -307,7 +382,8 @@ def _response(frame: pd.DataFrame, spec: FormulaSpec, context: dict) -> np.ndarr
         y = np.asarray(mm, dtype=float).ravel()
     if not np.isfinite(y).all():
         rows = list(frame.index[~np.isfinite(y)])
-        raise DataError(f"response {name!r} is not finite in rows {preview(rows)}")
+        raise DataError(f"response {name!r} is not finite in rows {preview(rows)} (e.g. log of 0); fix "
+                        "or remove those values", problems=pd.DataFrame({"row": rows}))
     if len(y) > 1 and np.ptp(y) == 0:
         raise DataError(
             f"the response {name!r} is constant ({y[0]:g}) and thus model fitting has failed; "
@@ -316,18 +392,33 @@ def _response(frame: pd.DataFrame, spec: FormulaSpec, context: dict) -> np.ndarr
     return y
 
 
-def _fixed(frame: pd.DataFrame, spec: FormulaSpec, context: dict
+def _fixed(frame: pd.DataFrame, spec: FormulaSpec, context: dict, rank_deficient: str = "warn"
            ) -> tuple[np.ndarray | sp.csc_matrix, tuple[str, ...], np.ndarray, Any]:
-    """X via formulaic (sparse when large), then rank detection (A9)."""
-    mm = _model_matrix(spec.fixed, frame, context, "fixed part", output="sparse")
-    names = tuple(_lme4_name(c) for c in mm.model_spec.column_names)
-    Xs = sp.csc_matrix(mm, dtype=float)
+    """X via formulaic (sparse when large), then rank detection (A9).
+
+    ``rank_deficient`` is the level of the ``rank_x`` check: ``"error"`` raises,
+    ``"warn"`` warns; the dependent columns are dropped otherwise (and recorded).
+    """
+    from ._fast_design import fast_fixed
+
+    fast = fast_fixed(spec.fixed, frame, context)  # plain factors/covariates: numpy, same X as formulaic
+    if fast is not None:
+        Xs, raw_names, fixed_spec = fast
+    else:
+        mm = _model_matrix(spec.fixed, frame, context, "fixed part", output="sparse")
+        raw_names, fixed_spec = mm.model_spec.column_names, mm.model_spec
+        Xs = sp.csc_matrix(mm, dtype=float)
+    names = tuple(_lme4_name(c) for c in raw_names)
     if not np.isfinite(Xs.data).all():
         coo = Xs.tocoo()
         bad = ~np.isfinite(coo.data)
         cols = sorted({names[j] for j in coo.col[bad]})
         rows = list(frame.index[np.unique(coo.row[bad])])
-        raise DataError(f"fixed-effect columns {preview(cols)} are not finite in rows {preview(rows)}")
+        raise DataError(
+            f"fixed-effect columns {preview(cols)} are not finite in rows {preview(rows)} (e.g. log of 0 "
+            "or of a negative value); fix or remove those values, or transform differently",
+            problems=pd.DataFrame({"row": rows}),
+        )
     n, p = Xs.shape
     dense = n * p <= DENSE_X_MAX
     X: np.ndarray | sp.csc_matrix = Xs.toarray() if dense else Xs
@@ -336,14 +427,24 @@ def _fixed(frame: pd.DataFrame, spec: FormulaSpec, context: dict
         kept = _independent_columns(X) if dense else _independent_sparse_columns(Xs, names)
         if not kept.all():
             dropped = [nm for nm, k in zip(names, kept) if not k]
-            warnings.warn(
-                f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s): "
-                f"{preview(dropped)}; they are reported as NaN",
-                RankDeficiencyWarning,
-                stacklevel=4,
-            )
+            if rank_deficient == "error":
+                raise DataError(
+                    f"fixed-effect model matrix is rank deficient: {len(dropped)} column(s) "
+                    f"{preview(dropped)} are linear combinations of earlier columns (collinear "
+                    "covariates or empty interaction cells); remove them from the formula, or pass "
+                    "checks={'rank_x': 'warn'} to drop them",
+                    problems=pd.DataFrame({"column": dropped}),
+                )
+            if rank_deficient == "warn":
+                warnings.warn(
+                    f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s): "
+                    f"{preview(dropped)}; they are reported as NaN with dropped=True (remove them from "
+                    "the formula, or switch this with checks={'rank_x': ...})",
+                    RankDeficiencyWarning,
+                    stacklevel=4,
+                )
     X = X[:, kept] if dense else Xs[:, np.nonzero(kept)[0]]
-    return X, names, kept, mm.model_spec
+    return X, names, kept, fixed_spec
 
 
 def _independent_columns(X: np.ndarray) -> np.ndarray:
@@ -407,6 +508,168 @@ def _independent_sparse_columns(X: sp.csc_matrix, names: tuple[str, ...]) -> np.
     return kept
 
 
+def _levels_of(values: pd.Series) -> int:
+    """Columns a variable contributes as a factor: 1 if numeric, else its number of values."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return 1
+    return max(int(values.nunique(dropna=True)), 1)
+
+
+def _factor_width(expr: str, frame: pd.DataFrame) -> int:
+    """Columns of one formulaic factor (``a``, ``C(a, Sum)``, ``log(x)``), estimated from the data."""
+    expr = expr.strip()
+    name = expr[1:-1] if len(expr) > 1 and expr[0] == expr[-1] == "`" else expr
+    if name in frame.columns:
+        return _levels_of(frame[name])
+    if expr.startswith("C(") and expr.endswith(")"):
+        first = expr[2:-1].split(",")[0].strip()
+        first = first[1:-1] if len(first) > 1 and first[0] == first[-1] == "`" else first
+        if first in frame.columns:
+            return max(int(frame[first].nunique(dropna=True)), 1)
+    return 1
+
+
+def _formula_width(formula: str, frame: pd.DataFrame) -> tuple[int, int, str]:
+    """Estimated columns and number of terms of a formulaic right-hand side on ``frame``.
+
+    Parses with formulaic's parser (no evaluation; the text is already validated);
+    an interaction term has the product of its factors' widths.  The third value
+    describes the widest term, e.g. ``"a:b (3000 x 3000 levels)"``.
+    """
+    from formulaic import Formula
+
+    try:
+        terms = list(Formula(formula))
+    except Exception:  # noqa: BLE001 - formulaic reports the problem itself when it builds the matrix
+        return 0, 0, ""
+    width, widest, what = 0, -1, ""
+    for term in terms:
+        widths = [_factor_width(factor.expr, frame) for factor in term.factors]
+        w = int(np.prod(widths, dtype=float)) if widths else 1
+        width += w
+        if w > widest:
+            widest, what = w, f"{term} ({' x '.join(map(str, widths))} levels)"
+    return width, len(terms), what
+
+
+def estimate_memory(spec: FormulaSpec, frame: pd.DataFrame,
+                    levels: Mapping[str, pd.Index | None] | None = None) -> tuple[float, dict[str, float]]:
+    """Bytes the design and the cross products of ``spec`` on ``frame`` would need (A19).
+
+    An estimate made before anything is built, from the number of rows, the
+    levels of categorical columns (an interaction ``a:b`` has one column per
+    combination) and the levels of each random term: dense or sparse ``X``
+    (with formulaic's per-column bookkeeping), ``X'X``, a dense ``X'Z``, each
+    term's columns and ``Z``.
+
+    Returns
+    -------
+    float
+        Total bytes.
+    dict
+        The parts (``"X"``, ``"X'X"``, ``"X'Z"``, ``"Z"``) and ``"p"``, ``"q"``.
+    """
+    n = len(frame)
+    p, n_terms, widest = _formula_width(spec.fixed, frame)
+    dense = n * p <= DENSE_X_MAX
+    x_bytes = (8.0 * n * p if dense else 16.0 * n * max(n_terms, 1)) + 1000.0 * p  # + formulaic's bookkeeping
+    xtx = 8.0 * p * p if p <= 2000 else 16.0 * p
+    q, z_bytes = 0, 0.0
+    levels = dict(levels or {})
+    for term, name in zip(spec.random, term_names(spec.random)):
+        k = _formula_width(term.lhs, frame)[0]
+        k = max(k, 1)
+        defined = levels.get(name)
+        if defined is not None:
+            n_lev = len(defined)
+        else:
+            n_lev = 1
+            for f in term.factors:
+                n_lev *= max(int(frame[f].nunique(dropna=True)), 1) if f in frame.columns else 1
+            n_lev = min(n_lev, max(n, 1))
+        q += n_lev * k
+        z_bytes += 24.0 * n * k
+    xtz = 8.0 * p * q if dense else 0.0
+    parts = {"X": x_bytes, "X'X": xtx, "X'Z": xtz, "Z": z_bytes, "p": float(p), "q": float(q),
+             "widest": widest}
+    return x_bytes + xtx + xtz + z_bytes, parts
+
+
+def _guard_memory(spec: FormulaSpec, frame: pd.DataFrame, levels: Mapping[str, pd.Index | None]) -> None:
+    need, parts = estimate_memory(spec, frame, levels)
+    p = int(parts["p"])
+    problems = pd.DataFrame({"part": list(parts), "value": [str(v) for v in parts.values()]})
+    if p > MAX_FIXED_COLUMNS:
+        raise ResourceError(
+            f"the fixed part would have about {p:,} columns (the widest term is {parts['widest']}), more "
+            f"than the limit of {MAX_FIXED_COLUMNS:,} (about {need / 1e9:.3g} GB and hours to build); an "
+            "interaction of factors with many levels (a:b, a*b) creates one column per combination: "
+            "simplify the formula (e.g. a random term (1 | a:b)), or pass allow_large=True (or raise "
+            "mixedblup.design.MAX_FIXED_COLUMNS) to go ahead",
+            problems=problems,
+        )
+    if need <= MEMORY_LIMIT:
+        return
+    big = max((k for k in ("X", "X'X", "X'Z", "Z")), key=lambda k: parts[k])
+    raise ResourceError(
+        f"building this model would need about {need / 1e9:.3g} GB (the largest part is {big}: "
+        f"{parts[big] / 1e9:.3g} GB; {p:,} fixed-effect columns, {int(parts['q']):,} random "
+        f"effects, {len(frame):,} rows), more than the limit of {MEMORY_LIMIT / 1e9:.3g} GB: simplify the "
+        "formula (an interaction of many-level factors creates one column per combination), or pass "
+        "allow_large=True (or raise mixedblup.design.MEMORY_LIMIT) to go ahead",
+        problems=problems,
+    )
+
+
+def _apply_missing_code(frame: pd.DataFrame, missing_code: float) -> pd.DataFrame:
+    """G1: values equal to ``missing_code`` in numeric model columns become NaN, with a count."""
+    counts = {}
+    out = frame.copy()
+    for col in frame.columns:
+        values = frame[col]
+        if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+            hit = (values == missing_code).to_numpy(dtype=bool, na_value=False)
+            if hit.any():
+                counts[col] = int(hit.sum())
+                out[col] = values.astype(float).mask(hit)
+    detail = ", ".join(f"{c}: {k}" for c, k in counts.items()) or "no column"
+    warnings.warn(
+        f"missing_code={missing_code!r} matched {sum(counts.values())} value(s) in the model columns "
+        f"({detail}); they are treated as missing",
+        DataWarning, stacklevel=4,
+    )
+    return out
+
+
+def _drop_zero_weights(frame: pd.DataFrame, weights: str, na_action: str) -> tuple[pd.DataFrame, pd.Index]:
+    """Precision weights (A13): negative, missing or non-numeric weights raise; rows with
+    zero weight carry no information and are dropped with a warning (or raise)."""
+    col = frame[weights]
+    if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+        raise DataError(f"weights {weights!r} must be a numeric column; it has dtype {col.dtype}")
+    w = col.to_numpy(dtype=float, na_value=np.nan)
+    for bad, what in ((np.isnan(w), "missing (NaN)"), (w < 0, "negative")):
+        if bad.any():
+            rows = list(frame.index[bad])
+            raise DataError(
+                f"weights {weights!r} are {what} in {len(rows)} row(s): {preview(rows)}; precision "
+                "weights (var(e_i) = sigma_e^2 / w_i) must be finite and >= 0: fix them, or drop those rows",
+                problems=pd.DataFrame({"row": rows, "weight": w[bad]}),
+            )
+    zero = w == 0
+    if not zero.any():
+        return frame, pd.Index([], dtype=frame.index.dtype)
+    labels = frame.index[zero]
+    message = f"{int(zero.sum())} of {len(w)} rows with zero weight in {weights!r} (rows {preview(list(labels))})"
+    if na_action == "raise":
+        raise DataError(message + " carry no information; drop them, or pass na_action='drop' to drop "
+                        "them with a warning", problems=pd.DataFrame({"row": labels}))
+    if zero.all():
+        raise DataError(message + ": no row with a positive weight remains; give the rows positive weights")
+    warnings.warn(f"dropped {message}; they are listed in result.dropped_rows", RowsDroppedWarning, stacklevel=4)
+    return frame.loc[~zero], labels
+
+
 def group_labels(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[pd.Index, pd.Index]:
     """Level label of each row and the sorted observed levels of a grouping factor.
 
@@ -415,26 +678,37 @@ def group_labels(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[pd.Inde
     categorical order, numeric order for numbers, lexical order for strings;
     for interactions the first factor varies slowest.
     """
+    row_codes, levels = _group_codes(frame, factors)
+    return pd.Index(np.asarray(levels, dtype=object)[row_codes], dtype=object), levels
+
+
+def _group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
+    """:func:`group_labels` as integer codes: the position of each row's level in the levels."""
     codes = []
     labels = []
     for factor in factors:
         cat = pd.Categorical(frame[factor]).remove_unused_categories()
         names = normalize_labels(cat.categories, what=f"grouping column {factor!r}")
-        codes.append(np.asarray(cat.codes, dtype=np.int64))
+        code = np.asarray(cat.codes, dtype=np.int64)
+        if names.has_duplicates:  # 1, "1" and 1.0 are distinct categories but one level
+            remap, names = pd.factorize(names)
+            code = np.where(code >= 0, remap[np.maximum(code, 0)], -1)
+        codes.append(code)
         labels.append(np.asarray(names, dtype=object))
     if len(factors) == 1:
-        code, uniq = codes[0], np.unique(codes[0])
-        row_labels = labels[0][code]
+        code = codes[0]
+        if len(code) and code.min() >= 0:  # every category is used: the levels are the categories
+            uniq, inverse = np.arange(len(labels[0])), code
+        else:
+            uniq, inverse = np.unique(code, return_inverse=True)
         levels = labels[0][uniq]
     else:
         stacked = np.stack(codes, axis=1)
         uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
-        level_names = np.array(
+        levels = np.array(
             [":".join(labels[f][u[f]] for f in range(len(factors))) for u in uniq], dtype=object
         )
-        row_labels = level_names[inverse.ravel()]
-        levels = level_names
-    return pd.Index(row_labels, dtype=object), pd.Index(levels, dtype=object)
+    return np.asarray(inverse, dtype=np.int64).ravel(), pd.Index(levels, dtype=object)
 
 
 def _random_term(
@@ -459,12 +733,19 @@ def _random_term(
         )
     if not np.isfinite(M).all():
         rows = list(frame.index[~np.isfinite(M).all(axis=1)])
-        raise DataError(f"columns of random term ({term.lhs} | {term.group}) are not finite in rows {preview(rows)}")
+        raise DataError(f"columns of random term ({term.lhs} | {term.group}) are not finite in rows "
+                        f"{preview(rows)}; fix or remove those values",
+                        problems=pd.DataFrame({"row": rows}))
     if term.kind == "mates":
         return _mates_term(frame, term, name, M, columns, defined_levels, mm.model_spec)
-    row_labels, observed = group_labels(frame, term.factors)
-    levels = _term_levels(observed, defined_levels, name)
-    level_pos = levels.get_indexer(row_labels)
+    row_codes, observed = _group_codes(frame, term.factors)
+    levels, observed_pos = _term_levels_and_positions(observed, defined_levels, name)
+    if observed_pos is not None:  # one look-up per level, not per row
+        level_pos = observed_pos[row_codes]
+    elif observed.is_unique:
+        level_pos = row_codes
+    else:  # labels equal after normalisation (12 and "12"): as before
+        level_pos = levels.get_indexer(observed[row_codes])
     n, k = M.shape
     rows = np.repeat(np.arange(n), k)
     cols = (level_pos[:, None] * k + np.arange(k)[None, :]).ravel()
@@ -496,10 +777,21 @@ def _merge_joint(terms: tuple[TermDesign, ...], joint: Sequence[tuple[str, ...]]
 def _term_levels(observed: pd.Index, defined_levels: pd.Index | None, name: str) -> pd.Index:
     """A term's levels: the observed ones, or all levels its covariance structure defines
     (which must include every observed level, B6/B8)."""
+    return _term_levels_and_positions(observed, defined_levels, name)[0]
+
+
+def _term_levels_and_positions(observed: pd.Index, defined_levels: pd.Index | None, name: str
+                               ) -> tuple[pd.Index, np.ndarray | None]:
+    """:func:`_term_levels` and the position of each observed level among them (``None``
+    when the levels are the observed ones)."""
     if defined_levels is None:
-        return observed
-    levels = pd.Index(defined_levels, dtype=object)
-    absent = observed[levels.get_indexer(observed) < 0]
+        return observed, None
+    if isinstance(defined_levels, pd.Index) and defined_levels.dtype == object:
+        levels = defined_levels  # the same object: its hash table is built once (pedigree IDs)
+    else:
+        levels = pd.Index(defined_levels, dtype=object)
+    positions = levels.get_indexer(observed)
+    absent = observed[positions < 0]
     if len(absent):
         raise CovarianceError(
             f"{len(absent)} level(s) of {name!r} in the data are not in its relationship "
@@ -508,7 +800,7 @@ def _term_levels(observed: pd.Index, defined_levels: pd.Index | None, name: str)
             "format, or add the animals to the pedigree",
             problems=pd.DataFrame({"level": list(absent)}),
         )
-    return levels
+    return levels, positions
 
 
 def _mates_term(frame: pd.DataFrame, term: RandomTerm, name: str, M: np.ndarray,
@@ -551,6 +843,10 @@ def build_design(
     na_action: str = "drop",
     weights: str | None = None,
     joint: Sequence[tuple[str, ...]] = (),
+    residual_groups: str | None = None,
+    rank_deficient: str = "warn",
+    allow_large: bool = False,
+    missing_code: float | None = None,
 ) -> Design:
     """Materialise a parsed formula on a DataFrame.
 
@@ -570,6 +866,22 @@ def build_design(
         Name of a column of precision weights (``var(e_i) = sigma_e^2 / w_i``).
     joint : sequence of tuples of str
         Groups of term names merged into one joint term each (see :func:`join_terms`).
+    residual_groups : str, optional
+        Name of a column whose classes have their own residual variance
+        (:class:`ResidualGroups`); rows where it is missing are handled by ``na_action``.
+    rank_deficient : {"warn", "error", "note", "ignore"}
+        Level of the ``rank_x`` check: dependent fixed-effect columns raise, or are
+        dropped (with a warning for ``"warn"``).
+    allow_large : bool
+        Build the design even when :func:`estimate_memory` exceeds :data:`MEMORY_LIMIT`.
+    missing_code : float, optional
+        A value that means "missing" in the numeric model columns (e.g. -999); no
+        sentinel by default (NaN only).  Matches are counted in a warning.
+
+    Raises
+    ------
+    ResourceError
+        The design would need more than :data:`MEMORY_LIMIT` bytes (A19).
 
     Returns
     -------
@@ -581,31 +893,39 @@ def build_design(
     if len(dup):
         raise DataError(f"data has duplicate column names {preview(list(dup))}; rename them")
     columns = list(spec.variables) + ([weights] if weights and weights not in spec.variables else [])
+    if residual_groups is not None and residual_groups not in columns:
+        columns.append(residual_groups)
     missing_cols = [c for c in columns if c not in data.columns]
     if missing_cols:
         raise FormulaError(f"columns {preview(missing_cols)} are not in the data")
     frame = data[columns]
+    if len(frame) == 0:
+        raise DataError("the data have no rows; a model needs observations (was the frame filtered to "
+                        "nothing?)")
+    if missing_code is not None:
+        frame = _apply_missing_code(frame, missing_code)
     _check_finite(frame, columns)
+    zero_rows = pd.Index([])
+    if weights is not None:
+        frame, zero_rows = _drop_zero_weights(frame, weights, na_action)
     frame, dropped = _drop_missing(frame, columns, na_action)
+    if len(zero_rows):  # every dropped row listed, in data order
+        both = zero_rows.append(dropped)
+        dropped = data.index[data.index.isin(both)] if data.index.is_unique else both
     frame = _drop_unused_categories(frame)
+    if not allow_large:
+        _guard_memory(spec, frame, dict(levels or {}))
     context = formula_context()
     y = _response(frame, spec, context)
-    X, fixed_names, kept, fixed_spec = _fixed(frame, spec, context)
+    X, fixed_names, kept, fixed_spec = _fixed(frame, spec, context, rank_deficient)
     if len(y) <= X.shape[1]:
         raise DataError(
-            f"{len(y)} observation(s) remain for {X.shape[1]} estimable fixed effects; a mixed "
-            "model needs more observations than fixed effects"
+            f"{len(y)} observation(s) remain for {X.shape[1]} estimable fixed effects"
+            + (f" after removing {len(dropped)} rows with missing values" if len(dropped) else "")
+            + "; a mixed model needs more observations than fixed effects: simplify the fixed part "
+            "or use more data"
         )
-    w = None
-    if weights is not None:
-        w = frame[weights].to_numpy(dtype=float)
-        bad = ~(w > 0) | ~np.isfinite(w)
-        if bad.any():
-            rows = list(frame.index[bad])
-            raise DataError(
-                f"weights {weights!r} must be positive and finite; rows {preview(rows)} are not "
-                "(drop zero-weight rows explicitly)"
-            )
+    w = None if weights is None else frame[weights].to_numpy(dtype=float)
     names = term_names(spec.random)
     levels = dict(levels or {})
     terms = tuple(
@@ -613,4 +933,10 @@ def build_design(
         for term, name in zip(spec.random, names)
     )
     terms = _merge_joint(terms, joint)
-    return Design(y, X, fixed_names, kept, terms, frame.index, dropped, spec.response, fixed_spec, w)
+    rgroups = None
+    if residual_groups is not None:
+        labels = normalize_labels(frame[residual_groups], what=f"residual_groups column {residual_groups!r}")
+        levels_r = tuple(sorted(pd.unique(labels)))
+        rgroups = ResidualGroups(residual_groups, levels_r,
+                                 pd.Index(levels_r).get_indexer(labels).astype(np.int64))
+    return Design(y, X, fixed_names, kept, terms, frame.index, dropped, spec.response, fixed_spec, w, rgroups)

@@ -26,6 +26,7 @@ __all__ = [
     "PedigreeError",
     "CovarianceError",
     "EstimationError",
+    "ResourceError",
     "MixedBlupWarning",
     "RowsDroppedWarning",
     "RankDeficiencyWarning",
@@ -74,6 +75,14 @@ class CovarianceError(MixedBlupError):
 
 class EstimationError(MixedBlupError):
     """The mixed model equations cannot be solved (for example a singular system)."""
+
+
+class ResourceError(MixedBlupError):
+    """Building the model would need more memory than the configured limit (A19, D8).
+
+    The message gives the estimate and the override (``allow_large=True`` or a
+    larger limit); nothing large has been allocated when it is raised.
+    """
 
 
 class MixedBlupWarning(UserWarning):

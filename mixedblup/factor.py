@@ -23,12 +23,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import re
+
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ._blas import blas_threads, small_kernel_threads
+from ._accel import jit
+from ._blas import blas_threads, cholesky_inverse, small_kernel_threads
 from .errors import EstimationError
 
 __all__ = ["Factor", "factorize", "BACKENDS", "DENSE_MAX"]
@@ -45,6 +48,45 @@ _SINGULAR = (
     "the mixed model equations are singular (not positive definite); a fixed effect may be "
     "confounded with a random term, or a variance ratio is extreme"
 )
+
+
+#: A pivot below this fraction of its diagonal element of ``C`` (the squared norm an
+#: equation keeps after projection on the equations eliminated before it) means ``C`` is
+#: singular to working precision: the solution would be rounding noise (E7).  The fixed
+#: part's rank test (``design.RANK_TOL = 1e-7`` on the QR diagonal, 1e-14 on this scale)
+#: is a little finer; rounding alone leaves pivots of a singular ``C`` near 1e-14.
+PIVOT_TOL = 1e-13
+
+
+def _singular(equations: Any = (), pivots: Any = ()) -> EstimationError:
+    """The singular-system error, carrying the offending equations (original indices).
+
+    ``equations`` and ``pivots`` (relative pivots, NaN where the factorisation broke
+    down) are attached as attributes; :func:`mixedblup.mme.solve_mme` names their
+    blocks.
+    """
+    err = EstimationError(_SINGULAR)
+    err.equations = np.asarray(equations, dtype=np.int64).ravel()  # type: ignore[attr-defined]
+    err.pivots = np.asarray(pivots, dtype=float).ravel()  # type: ignore[attr-defined]
+    return err
+
+
+def _check_pivots(pivots: np.ndarray, diagonal: np.ndarray, index: np.ndarray) -> tuple[float, int]:
+    """Raise :func:`_singular` if a relative pivot ``pivots / diagonal`` is below ``PIVOT_TOL``.
+
+    ``pivots[k]`` is the pivot of original equation ``index[k]`` (elimination order),
+    ``diagonal`` the diagonal of ``C`` in original order.  Returns the smallest relative
+    pivot and its equation (a cheap conditioning indicator, reported in diagnostics).
+    """
+    if len(pivots) == 0:
+        return np.nan, -1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = pivots / diagonal[index]
+    bad = ~(rel > PIVOT_TOL)  # NaN counts as bad
+    if bad.any():
+        raise _singular(index[bad], rel[bad])
+    k = int(np.argmin(rel))
+    return float(rel[k]), int(index[k])
 
 
 def _cholmod() -> Any | None:
@@ -77,6 +119,11 @@ class Factor:
 
     backend = "abstract"
 
+    #: Smallest relative pivot (pivot / diagonal element of ``C``) and its equation, when
+    #: the back end checks its pivots (NaN and -1 otherwise); see :data:`PIVOT_TOL`.
+    min_pivot: float = np.nan
+    min_pivot_equation: int = -1
+
     def __init__(self, n: int, logdet: float) -> None:
         self.n = n
         self._logdet = logdet
@@ -97,6 +144,23 @@ class Factor:
         for start in range(0, len(cols), chunk):
             c = cols[start: start + chunk]
             out[:, start: start + len(c)] = self.solve(_units(self.n, c))[rows]
+        return out
+
+    def inverse_entries(self, rows: np.ndarray, cols: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """``C^-1[rows[m], cols[m]]`` for a list of pairs.
+
+        The generic version solves for the unit vectors of the distinct columns (in
+        chunks); back ends with an explicit or selected inverse override it.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        out = np.empty(len(rows))
+        uniq, where = np.unique(cols, return_inverse=True)
+        for start in range(0, len(uniq), chunk):
+            c = uniq[start: start + chunk]
+            sol = self.solve(_units(self.n, c))
+            sel = np.nonzero((where >= start) & (where < start + len(c)))[0]
+            out[sel] = sol[rows[sel], where[sel] - start]
         return out
 
     def block_diagonal(self, starts: np.ndarray, sizes: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -122,6 +186,46 @@ class Factor:
         return out
 
 
+@jit
+def _schur_dense_entries(rows, cols, pe, pr, Wp, Wi, Wx, d, Sinv):
+    """Entries of ``C^-1`` of a Schur factor with a dense ``S^-1`` (see
+    :meth:`SchurFactor.inverse_entries`); ``W`` in CSC by eliminated equation."""
+    out = np.empty(len(rows), dtype=np.float64)
+    for m in range(len(rows)):
+        e1 = pe[rows[m]]
+        e2 = pe[cols[m]]
+        if e1 < 0 and e2 < 0:
+            out[m] = Sinv[pr[rows[m]], pr[cols[m]]]
+        elif e1 >= 0 and e2 >= 0:
+            acc = 1.0 / d[e1] if e1 == e2 else 0.0
+            for p in range(Wp[e1], Wp[e1 + 1]):
+                a = Wi[p]
+                s = 0.0
+                for q in range(Wp[e2], Wp[e2 + 1]):
+                    s += Sinv[a, Wi[q]] * Wx[q]
+                acc += Wx[p] * s
+            out[m] = acc
+        else:
+            e = e1 if e1 >= 0 else e2
+            r = pr[cols[m]] if e1 >= 0 else pr[rows[m]]
+            acc = 0.0
+            for p in range(Wp[e], Wp[e + 1]):
+                acc += Wx[p] * Sinv[Wi[p], r]
+            out[m] = -acc
+    return out
+
+
+def _expand(indptr: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the nonzeros of columns ``cols`` of a CSC matrix, and which entry of
+    ``cols`` each belongs to (concatenated in the order of ``cols``)."""
+    starts = indptr[cols].astype(np.int64)
+    counts = (indptr[cols + 1] - indptr[cols]).astype(np.int64)
+    owner = np.repeat(np.arange(len(cols)), counts)
+    first = np.cumsum(counts) - counts
+    idx = starts[owner] + (np.arange(int(counts.sum())) - first[owner])
+    return idx, owner
+
+
 def _gather(out: np.ndarray, sol: np.ndarray, cols: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> None:
     """Copy ``sol[starts[c] + m, j]`` (``sol[:, j]`` is column ``cols[j]``) into ``out[c, m]``."""
     for m in range(out.shape[1]):
@@ -139,11 +243,13 @@ class DenseFactor(Factor):
         try:
             with blas_threads(small_kernel_threads(len(C))):
                 low = sla.cholesky(C, lower=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            raise EstimationError(_SINGULAR) from None
+        except np.linalg.LinAlgError as exc:
+            found = re.search(r"(\d+)-th leading minor", str(exc))
+            raise _singular([int(found.group(1)) - 1] if found else [], [np.nan] if found else []) from None
         diag = np.diag(low)
         if not (diag > 0).all() or not np.isfinite(diag).all():
-            raise EstimationError(_SINGULAR)
+            raise _singular(np.flatnonzero(~(diag > 0)), np.full(int((~(diag > 0)).sum()), np.nan))
+        self.min_pivot, self.min_pivot_equation = _check_pivots(diag ** 2, np.diag(C), np.arange(len(C)))
         super().__init__(len(C), 2.0 * float(np.log(diag).sum()))
         self._low = low
         self._inverse: np.ndarray | None = None
@@ -153,11 +259,13 @@ class DenseFactor(Factor):
             return sla.cho_solve((self._low, True), rhs, check_finite=False)
 
     def inverse(self) -> np.ndarray:
-        """The full inverse (computed once)."""
+        """The full inverse (computed once, by LAPACK ``potri`` on the factor)."""
         if self._inverse is None:
-            with blas_threads(small_kernel_threads(self.n)):
-                self._inverse = sla.cho_solve((self._low, True), np.eye(self.n), check_finite=False)
+            self._inverse = cholesky_inverse(self._low)
         return self._inverse
+
+    def inverse_entries(self, rows: np.ndarray, cols: np.ndarray, chunk: int = 256) -> np.ndarray:
+        return self.inverse()[np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)]
 
     def inverse_columns(self, cols: np.ndarray, rows: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
         inv = self.inverse()
@@ -181,10 +289,15 @@ class SparseLUFactor(Factor):
             lu = spla.splu(C, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                            options={"SymmetricMode": True})
         except RuntimeError:
-            raise EstimationError(_SINGULAR) from None
+            raise _singular() from None
         du = lu.U.diagonal()
+        order = np.argsort(lu.perm_c)  # U[j, j] is the pivot of equation order[j]
+        if not np.array_equal(lu.perm_c, lu.perm_r):  # pivoted off the diagonal: not PD
+            raise _singular()
         if (du <= 0).any() or not np.isfinite(du).all():
-            raise EstimationError(_SINGULAR)
+            bad = ~((du > 0) & np.isfinite(du))
+            raise _singular(order[bad], np.full(int(bad.sum()), np.nan))
+        self.min_pivot, self.min_pivot_equation = _check_pivots(du, C.diagonal(), order)
         super().__init__(C.shape[0], float(np.log(du).sum()))
         self._lu = lu
 
@@ -231,7 +344,7 @@ class SchurFactor(Factor):
         C = sp.csc_matrix(C)
         d = C.diagonal()[elim]
         if (d <= 0).any():
-            raise EstimationError(_SINGULAR)
+            raise _singular(elim[d <= 0], np.full(int((d <= 0).sum()), np.nan))
         B = C[rest][:, elim].tocsr()
         W = (B @ sp.diags(1.0 / d)).tocsr()
         E = C[rest][:, rest]
@@ -239,7 +352,30 @@ class SchurFactor(Factor):
         self._elim, self._rest, self._d, self._W = elim, rest, d, W
         if inner == "auto":
             inner = "dense" if len(rest) <= SCHUR_DENSE_MAX else ("cholmod" if _cholmod() else "ldl")
-        self._inner = _build(S.toarray() if inner == "dense" else sp.csc_matrix(S), inner)
+        # pivots of S are checked against C's diagonal: S_ii <= C_ii, and a Schur complement
+        # that cancels to rounding level is as singular as a tiny pivot
+        s_diag = S.diagonal()
+        c_diag = C.diagonal()[rest]
+        try:
+            if len(rest) and not (s_diag / c_diag > PIVOT_TOL).all():
+                bad = np.flatnonzero(~(s_diag / c_diag > PIVOT_TOL))
+                raise _singular(bad, s_diag[bad] / c_diag[bad])
+            self._inner = _build(S.toarray() if inner == "dense" else sp.csc_matrix(S), inner)
+        except EstimationError as exc:
+            eq = getattr(exc, "equations", np.zeros(0, dtype=np.int64))
+            raise _singular(rest[eq], getattr(exc, "pivots", ())) from None
+        # conditioning indicator relative to C's diagonal: the smaller of the inner factor's
+        # smallest pivot and the smallest S_jj / C_jj (both bound the true pivots from above)
+        candidates = []
+        j = int(getattr(self._inner, "min_pivot_equation", -1))
+        if j >= 0:
+            candidates.append((float(self._inner.min_pivot * s_diag[j] / c_diag[j]), j))
+        if len(rest):
+            k = int(np.argmin(s_diag / c_diag))
+            candidates.append((float(s_diag[k] / c_diag[k]), k))
+        if candidates:
+            value, j = min(candidates)
+            self.min_pivot, self.min_pivot_equation = value, int(rest[j])
         super().__init__(n, float(np.log(d).sum()) + self._inner.logdet())
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
@@ -259,19 +395,74 @@ class SchurFactor(Factor):
         elim, rest = self._elim, self._rest
         if (sizes[elim] != 1).any():
             return super().block_diagonal(starts, sizes, chunk)
-        # eliminated singletons: 1/d + w_j' S^-1 w_j
-        diag = 1.0 / self._d
-        Wt = self._W.tocsc()
-        for first in range(0, len(elim), chunk):
-            j = np.arange(first, min(first + chunk, len(elim)))
-            Wj = Wt[:, j].toarray()
-            diag[j] += np.einsum("ij,ij->j", Wj, self._inner.solve(Wj))
-        out[elim, 0] = diag
+        # eliminated singletons: 1/d + w_j' S^-1 w_j, from the entries of S^-1 on the
+        # pattern (no dense solves with one right-hand side per eliminated equation)
+        out[elim, 0] = self.inverse_entries(elim, elim)
         # blocks inside the rest: blocks of S^-1 (positions mapped into the rest)
         pos = np.full(self.n, -1)
         pos[rest] = np.arange(len(rest))
         inner = self._inner.block_diagonal(pos[starts[rest]], sizes[rest], chunk)
         out[rest, : inner.shape[1]] = inner
+        return out
+
+    def _inner_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``S^-1[rows, cols]`` (positions within the rest), exact also off a selected pattern."""
+        out = self._inner.inverse_entries(rows, cols)
+        bad = ~np.isfinite(out)
+        if bad.any():
+            out[bad] = Factor.inverse_entries(self._inner, rows[bad], cols[bad])
+        return out
+
+    def inverse_entries(self, rows: np.ndarray, cols: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """``C^-1[rows[m], cols[m]]`` from the block formula and entries of ``S^-1``.
+
+        ``C^-1[e, r] = -sum_a W[a, e] S^-1[a, r]`` and
+        ``C^-1[e, f] = [e = f] / d_e + sum_{a, b} W[a, e] W[b, f] S^-1[a, b]``: sums over
+        the nonzeros of ``W``'s columns, so the cost is about the squared number of
+        neighbours of an eliminated equation per pair.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        out = np.zeros(len(rows))
+        n_e = len(self._elim)
+        pe = np.full(self.n, -1, dtype=np.int64)
+        pe[self._elim] = np.arange(n_e)
+        pr = np.full(self.n, -1, dtype=np.int64)
+        pr[self._rest] = np.arange(len(self._rest))
+        if not hasattr(self, "_Wc"):
+            Wc = sp.csc_matrix(self._W)
+            Wc.sort_indices()
+            self._Wc = Wc
+        Wc = self._Wc
+        if isinstance(self._inner, DenseFactor):
+            return _schur_dense_entries(rows, cols, pe, pr, Wc.indptr.astype(np.int64),
+                                        Wc.indices.astype(np.int64), Wc.data, self._d, self._inner.inverse())
+        a_e, b_e = pe[rows], pe[cols]
+        # rest x rest
+        rr = np.flatnonzero((a_e < 0) & (b_e < 0))
+        if len(rr):
+            out[rr] = self._inner_entries(pr[rows[rr]], pr[cols[rr]])
+        # elim x rest (either order)
+        er = np.flatnonzero((a_e >= 0) ^ (b_e >= 0))
+        if len(er):
+            e = np.where(a_e[er] >= 0, a_e[er], b_e[er])
+            r = np.where(a_e[er] >= 0, pr[cols[er]], pr[rows[er]])
+            idx, owner = _expand(Wc.indptr, e)
+            vals = self._inner_entries(Wc.indices[idx].astype(np.int64), r[owner])
+            out[er] = -np.bincount(owner, weights=Wc.data[idx] * vals, minlength=len(er))
+        # elim x elim
+        ee = np.flatnonzero((a_e >= 0) & (b_e >= 0))
+        if len(ee):
+            e1, e2 = a_e[ee], b_e[ee]
+            out[ee] = np.where(e1 == e2, 1.0 / self._d[e1], 0.0)
+            i1, o1 = _expand(Wc.indptr, e1)
+            # every pair (a in column e1, b in column e2) of each requested pair
+            n2 = np.diff(Wc.indptr)[e2][o1]
+            rep = np.repeat(np.arange(len(i1)), n2)
+            i2, _ = _expand(Wc.indptr, e2[o1])
+            owner = o1[rep]
+            vals = self._inner_entries(Wc.indices[i1[rep]].astype(np.int64), Wc.indices[i2].astype(np.int64))
+            out[ee] += np.bincount(owner, weights=Wc.data[i1[rep]] * Wc.data[i2] * vals, minlength=len(ee))
         return out
 
     def inverse_columns(self, cols: np.ndarray, rows: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
@@ -299,8 +490,18 @@ class SparseLDLFactor(Factor):
         except ValueError:  # pattern outside the given analysis: analyse this one
             sym = symbolic_for(C)
             f = LDLFactor(C, sym)
-        if not f.ok:
-            raise EstimationError(_SINGULAR)
+        perm = sym.perm
+        n1 = int(sym.n1)
+        if f.ok:
+            piv = np.concatenate([np.asarray(f.D[:n1], dtype=float), np.diag(f.Ls) ** 2])
+            if len(piv) == C.shape[0]:
+                self.min_pivot, self.min_pivot_equation = _check_pivots(piv, C.diagonal(), perm)
+        else:
+            D = np.asarray(f.D[:n1], dtype=float)
+            bad = np.flatnonzero(~((D > 0) & np.isfinite(D)))[:1]
+            if bad.size == 0:  # the dense trailing block failed
+                bad = np.arange(n1, min(n1 + 1, len(perm)))
+            raise _singular(perm[bad], [np.nan] * len(bad))
         super().__init__(C.shape[0], f.logdet())
         self._f = f
 

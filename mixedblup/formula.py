@@ -244,6 +244,7 @@ class _Parser:
         self.unknown: dict[str, None] = {}
         self.touched: set[str] = set()  # columns used since last reset (for the '|' both-sides check)
         self.called: set[str] = set()  # functions called
+        self.response: str | None = None  # the response's text, once parsed (for hints)
 
     # ----------------------------------------------------------------- errors
     def error(self, what: str, reason: str, term: str | None = None) -> FormulaError:
@@ -477,6 +478,13 @@ class _Parser:
             raise self.error(self.segment(node.func, piece), "only named functions may be called",
                              term)
         fn = self.functions.get(fname)
+        if fname == "offset" and fn is None:
+            inner = ", ".join(self.segment(a, piece) for a in node.args) or "o"
+            resp = self.response or "y"
+            raise self.fail(
+                f"offset({inner}) is not supported: in a linear mixed model an offset is the same as "
+                f"subtracting it from the response, so write the response as I({resp} - {inner}) and drop "
+                "the offset term")
         if fn is None:
             reason = (f"{fname!r} is a data column, not a function" if fname in self.colset else
                       f"{fname!r} is not an allowed function")
@@ -636,6 +644,7 @@ def parse_formula(formula: str, columns: Iterable[str], *,
     if not rhs:
         raise p.fail("the formula has nothing on the right of '~'; use 'y ~ 1' for an intercept only")
     response, node = p.expr(lhs, "the response")
+    p.response = response
     if not isinstance(node, (ast.Name, ast.Call, ast.Attribute)):
         raise p.fail(f"the response must be one column or a transform of one, such as log(y); "
                      f"got {response!r}")
@@ -662,13 +671,16 @@ def parse_formula(formula: str, columns: Iterable[str], *,
         social = p.mates(grp, term)
         if social is not None:
             if set(social) & lhs_vars:
-                raise p.fail(f"Same variable appears on both sides of |: in {term}")
+                raise p.fail(f"Same variable appears on both sides of |: in {term}; a column may not be "
+                             "both a term's covariate and its grouping factor, remove it from one side")
             random.append(RandomTerm(lhs_text, social, op == "|", kind="mates"))
             continue
         groups = p.group(grp, term)
         both = [f for f in groups[-1] if f in lhs_vars]
         if both:
-            raise p.fail(f"Same variable appears on both sides of |: {both[0]!r} in {term}")
+            raise p.fail(f"Same variable appears on both sides of |: {both[0]!r} in {term}; a column may "
+                         "not be both a term's covariate and its grouping factor, remove it from the left "
+                         "side, e.g. (1 | g)")
         random.extend(RandomTerm(lhs_text, factors, op == "|") for factors in groups)
 
     if p.unknown:

@@ -144,7 +144,7 @@ class GenomicRelationship:
         """
         from .covariance import Relationship
 
-        return Relationship(self.G)
+        return Relationship(self)  # keeps the adjustments, recorded by fit in diagnostics
 
     def __repr__(self) -> str:
         adj = "; ".join(a.description for a in self.adjustments) or "none"
@@ -547,8 +547,9 @@ def adjust_relationship(
     tune: str | None = None,
     blend: tuple[float, Any] | None = None,
     a22: Any = None,
+    nearest_pd: bool | float = False,
 ) -> GenomicRelationship:
-    """Tune and/or blend an existing relationship matrix, recording each step.
+    """Tune, blend and/or project an existing relationship matrix, recording each step.
 
     Parameters
     ----------
@@ -559,6 +560,14 @@ def adjust_relationship(
     tune, blend, a22
         As in :func:`genomic_relationship`: ``tune="A22"`` first, then ``blend=(alpha,
         M)`` giving exactly ``alpha G + (1 - alpha) M``.
+    nearest_pd : bool or float
+        Last, project onto the nearest positive-definite matrix in the Frobenius norm
+        (Higham 1988: eigenvalues below a floor are raised to it, eigenvectors kept); the
+        floor is ``1e-6`` times the mean diagonal, or this value times the mean diagonal
+        when a float.  For an indefinite matrix (pairwise estimates, D4).  The change is
+        recorded (``Adjustment("nearest_pd", ...)`` with the Frobenius norm of the change
+        and the number of eigenvalues raised); an already positive-definite matrix with
+        every eigenvalue above the floor is left unchanged (and nothing is recorded).
 
     Returns
     -------
@@ -572,7 +581,40 @@ def adjust_relationship(
     >>> mb.adjust_relationship(G, blend=(0.9, "I")).G.to_numpy().tolist()
     [[1.0, 0.9], [0.9, 1.0]]
     """
-    return _apply_adjustments(_as_grm(G, labels), tune=tune, blend=blend, a22=a22)
+    out = _apply_adjustments(_as_grm(G, labels), tune=tune, blend=blend, a22=a22)
+    if nearest_pd is not False and nearest_pd is not None:
+        out = _nearest_pd(out, 1e-6 if nearest_pd is True else float(nearest_pd))
+    return out
+
+
+def _nearest_pd(grm: GenomicRelationship, rel_floor: float) -> GenomicRelationship:
+    """D4: raise eigenvalues below ``rel_floor * mean(diag)`` to that floor (recorded)."""
+    if not (np.isfinite(rel_floor) and rel_floor > 0):
+        raise ValueError(f"nearest_pd must be True or a positive relative floor; got {rel_floor!r}")
+    G = grm.G.to_numpy(dtype=float)
+    G = (G + G.T) / 2.0
+    vals, vecs = np.linalg.eigh(G)
+    floor = rel_floor * float(np.abs(np.diag(G)).mean() or 1.0)
+    low = vals < floor
+    if not low.any():
+        return grm
+    new = (vecs * np.maximum(vals, floor)) @ vecs.T
+    new = (new + new.T) / 2.0
+    change = float(np.linalg.norm(new - G))
+    adj = Adjustment(
+        "nearest_pd",
+        f"G <- nearest positive definite matrix ({int(low.sum())} eigenvalue(s) below {floor:.3g} "
+        f"raised to it, smallest was {vals.min():.3g}; Frobenius change {change:.3g}, "
+        f"{change / max(float(np.linalg.norm(G)), 1e-300):.2%} of |G|)",
+        {"floor": floor, "n_raised": int(low.sum()), "min_eigenvalue": float(vals.min()),
+         "frobenius_change": change},
+    )
+    return GenomicRelationship(
+        G=pd.DataFrame(new, index=grm.G.index, columns=grm.G.columns),
+        method=grm.method, frequencies=grm.frequencies, scale=grm.scale,
+        dropped_markers=grm.dropped_markers, missing=grm.missing,
+        adjustments=tuple(grm.adjustments) + (adj,),
+    )
 
 
 def _as_grm(G: Any, labels: Any = None) -> GenomicRelationship:

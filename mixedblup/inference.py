@@ -14,6 +14,11 @@ decomposition of ``L C L'`` splits the ``F`` statistic into independent ``t``
 statistics, each with its own ``df``, combined into one denominator ``df``.
 Derivatives are central differences with Richardson extrapolation.  With known
 (given) variances every test is a Wald ``z`` (or chi-squared) test: ``df = inf``.
+
+The same Hessian ``H`` gives the covariance of the variance components by the delta
+method (:func:`variance_component_vcov`): one information matrix for Satterthwaite and
+for the standard errors.  Profile-likelihood intervals (:func:`profile_confint`) cover
+every variance, covariance, correlation, the residual variance and variance ratios.
 """
 
 from __future__ import annotations
@@ -35,16 +40,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DDF_METHODS",
+    "ProfileTarget",
     "VarParInfo",
     "anova",
+    "components_jacobian",
     "contrast_test",
     "deviance_and_vcov",
     "fixed_effects_table",
     "profile",
     "profile_confint",
+    "profile_targets",
     "ratio_estimate",
+    "results_varpar",
     "satterthwaite_df",
     "theta_from_sigmas",
+    "variance_component_vcov",
     "varpar_info",
 ]
 
@@ -138,19 +148,7 @@ def theta_from_sigmas(design: Design, sigmas: Sequence[np.ndarray], residual: fl
     from .estimate import ThetaMap
 
     tmap = ThetaMap.for_design(design)
-    lams = []
-    for term, sigma in zip(design.terms, sigmas):
-        rel = np.atleast_2d(np.asarray(sigma, dtype=float)) / residual
-        k = term.k
-        lam = np.zeros((k, k))
-        # Cholesky without pivoting that tolerates semi-definite matrices (zero columns)
-        for j in range(k):
-            d = rel[j, j] - lam[j, :j] @ lam[j, :j]
-            lam[j, j] = np.sqrt(d) if d > 0 else 0.0
-            for i in range(j + 1, k):
-                lam[i, j] = (rel[i, j] - lam[i, :j] @ lam[j, :j]) / lam[j, j] if lam[j, j] > 0 else 0.0
-        lams.append(lam)
-    return tmap.theta(lams)
+    return tmap.theta([_chol_psd(np.atleast_2d(np.asarray(sigma, dtype=float)) / residual) for sigma in sigmas])
 
 
 def _parameter_names(design: Design) -> tuple[list[str], np.ndarray]:
@@ -265,17 +263,17 @@ def varpar_info(cp: CrossProducts, design: Design, theta: np.ndarray, residual: 
     H = np.zeros((m + 1, m + 1))
     J = np.zeros((m + 1, cp.p, cp.p))
     if m:
-        H[:m, :m] = _hessian(F, theta, h_all)
-
         def P_of(t: np.ndarray) -> float:
             return parts(t)[1]
 
         def C1_of(t: np.ndarray) -> np.ndarray:
             return parts(t, True)[2]
 
+        # the derivatives of C1 first: the Hessian's axis points are the same, taken from the cache
+        J[:m] = _jacobian(C1_of, theta, h_all) * sigma ** 2
         dP = _jacobian(lambda t: np.array([P_of(t)]), theta, h_all)[:, 0]
         H[:m, m] = H[m, :m] = -2.0 * dP / sigma ** 3
-        J[:m] = _jacobian(C1_of, theta, h_all) * sigma ** 2
+        H[:m, :m] = _hessian(F, theta, h_all)
     H[m, m] = -2.0 * dof / sigma ** 2 + 6.0 * P0 / sigma ** 4
     J[m] = 2.0 * sigma * C1
     H = (H + H.T) / 2
@@ -286,6 +284,138 @@ def varpar_info(cp: CrossProducts, design: Design, theta: np.ndarray, residual: 
         pd_ok = False
     A = 2.0 * np.linalg.inv(H) if pd_ok else np.full(H.shape, np.nan)
     return VarParInfo(tuple(names), np.concatenate([theta, [sigma]]), H, A, J, pd_ok)
+
+
+def components_jacobian(design: Design, params: np.ndarray) -> np.ndarray:
+    """``d vc / d (theta, sigma)``: the variance components as functions of the variance parameters.
+
+    ``Sigma_t = sigma^2 Lambda_t Lambda_t'`` and ``sigma_e^2 = sigma^2``; rows follow
+    :func:`~mixedblup.estimate.vc_labels` (per term its variances, then its covariances;
+    the residual last), columns ``params = (theta, sigma)``.
+
+    Parameters
+    ----------
+    design : Design
+        The model (term layout).
+    params : numpy.ndarray
+        ``(theta, sigma)`` as in :attr:`VarParInfo.params`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n_components x len(params)``.
+    """
+    from .estimate import ThetaMap, vc_labels
+
+    tmap = ThetaMap.for_design(design)
+    theta, sigma = np.asarray(params[:-1], dtype=float), float(params[-1])
+    m = len(theta)
+    J = np.zeros((len(vc_labels(design)), m + 1))
+    lams = tmap.lambdas(theta)
+    term_of = tmap.terms_of() if m else np.zeros(0, dtype=int)
+    row = 0
+    for t_i, term in enumerate(design.terms):
+        k = term.k
+        pairs = [(i, i) for i in range(k)]
+        if term.term.correlated:
+            pairs += [(i, j) for i in range(k) for j in range(i + 1, k)]
+        lam = lams[t_i]
+        for l_ in np.nonzero(term_of == t_i)[0]:
+            unit = np.zeros(m)
+            unit[l_] = 1.0
+            E = tmap.lambdas(unit)[t_i]
+            dS = sigma ** 2 * (E @ lam.T + lam @ E.T)
+            for r, (i, j) in enumerate(pairs):
+                J[row + r, l_] = dS[i, j]
+        S = lam @ lam.T
+        for r, (i, j) in enumerate(pairs):
+            J[row + r, m] = 2.0 * sigma * S[i, j]
+        row += len(pairs)
+    J[row, m] = 2.0 * sigma
+    return J
+
+
+def variance_component_vcov(design: Design, info: VarParInfo, boundary: Sequence[str] = ()) -> np.ndarray:
+    """Asymptotic covariance of the variance components from the one variance-parameter Hessian.
+
+    The observed information of :func:`varpar_info` (the Hessian ``H`` of ``-2 log L`` in
+    ``(theta, sigma)``, the same matrix Satterthwaite's df use) is carried to the
+    variance-component scale by the delta method, ``V = J (2 H^-1) J'`` with
+    ``J = d vc / d (theta, sigma)`` (:func:`components_jacobian`); at the optimum, where
+    the gradient is zero, this equals ``2 H_vc^-1`` for the Hessian ``H_vc`` in the
+    components themselves.  The parameters of terms on the boundary are held at zero
+    (left out of ``H``) and their components get NaN rows and columns.
+
+    Parameters
+    ----------
+    design : Design
+        The model.
+    info : VarParInfo
+        Variance parameters and their Hessian at the estimates.
+    boundary : sequence of str
+        Names of terms with a variance estimated as zero.
+
+    Returns
+    -------
+    numpy.ndarray
+        Square, rows and columns as :func:`~mixedblup.estimate.vc_labels`; all NaN when the
+        information of the free parameters is not positive definite.
+    """
+    from .estimate import ThetaMap, vc_labels
+
+    labels = vc_labels(design)
+    term_of = ThetaMap.for_design(design).terms_of() if len(info.params) > 1 else np.zeros(0, dtype=int)
+    names = [t.name for t in design.terms]
+    out_terms = [i for i, n in enumerate(names) if n in set(boundary)]
+    keep = np.concatenate([~np.isin(term_of, out_terms), [True]])
+    comp_free = np.array([lab[0] not in set(boundary) for lab in labels])
+    cov = np.full((len(labels), len(labels)), np.nan)
+    H = info.hessian[np.ix_(keep, keep)]
+    try:
+        eig = np.linalg.eigvalsh(H)
+    except np.linalg.LinAlgError:
+        return cov
+    if not (np.isfinite(eig).all() and eig.min() > 1e-10 * max(abs(eig.max()), 1.0)):
+        return cov
+    J = components_jacobian(design, info.params)[np.ix_(comp_free, keep)]
+    sub = J @ (2.0 * np.linalg.inv(H)) @ J.T
+    cov[np.ix_(comp_free, comp_free)] = (sub + sub.T) / 2
+    return cov
+
+
+def results_varpar(res: MixedModelResults) -> tuple[VarParInfo | None, list[str]]:
+    """The variance-parameter information of a fit, and notes on why it is missing.
+
+    Computed on first use by :class:`~mixedblup.results.MixedModelResults` (one Hessian,
+    shared by Satterthwaite's df and the standard errors of the variance components).
+    """
+    if res.variances_known or not res._design.terms:
+        return None, []
+    design = res._design
+    theta = getattr(res.optimizer, "theta", None)
+    from .estimate import ThetaMap
+
+    if theta is None or len(np.atleast_1d(theta)) != ThetaMap.for_design(design).size:
+        theta = theta_from_sigmas(design, res._sigmas, res._residual)
+    try:
+        info = varpar_info(res._cp, design, np.asarray(theta, dtype=float), res._residual, res.method == "REML",
+                           res._backend)
+    except EstimationError as exc:
+        import warnings
+
+        from .errors import ConvergenceWarning
+
+        note = f"Satterthwaite df unavailable: {exc}"
+        warnings.warn(note + "; tests fall back to z", ConvergenceWarning, stacklevel=4)
+        return None, [note]
+    notes = []
+    if not info.positive_definite:
+        notes.append("the Hessian of the criterion in the variance parameters is not positive definite; "
+                     "Satterthwaite df are NaN and tests fall back to z")
+        from .estimate import _hessian_warning
+
+        _hessian_warning(info.hessian, list(info.names))  # E6: said, not only recorded
+    return info, notes
 
 
 # --------------------------------------------------------------------------- contrasts
@@ -553,33 +683,89 @@ def _label(row: pd.Series) -> str:
 
 
 # --------------------------------------------------------------------------- profile likelihood
+def _chol_psd(S: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor without pivoting that tolerates semi-definite matrices (zero columns)."""
+    S = np.atleast_2d(np.asarray(S, dtype=float))
+    k = S.shape[0]
+    lam = np.zeros((k, k))
+    for j in range(k):
+        d = S[j, j] - lam[j, :j] @ lam[j, :j]
+        lam[j, j] = np.sqrt(d) if d > 0 else 0.0
+        for i in range(j + 1, k):
+            lam[i, j] = (S[i, j] - lam[i, :j] @ lam[j, :j]) / lam[j, j] if lam[j, j] > 0 else 0.0
+    return lam
+
+
+@dataclass(frozen=True)
+class ProfileTarget:
+    """One scalar function of the variance components to profile.
+
+    Attributes
+    ----------
+    kind : str
+        ``"var"`` (a variance), ``"cov"`` (a covariance), ``"cor"`` (a correlation),
+        ``"residual"`` (the residual variance) or ``"h2"`` (a variance's share of the sum
+        of every variance, residual included).
+    term : int
+        Index of the random term (``-1`` for the residual).
+    i, j : int
+        Columns of the term (``i == j`` for a variance or ``h2``).
+    label : str
+        The name used in :func:`confint` (``var(...)``, ``cov(...)``, ``cor(...)``, ``h2(...)``).
+    """
+
+    kind: str
+    term: int
+    i: int
+    j: int
+    label: str
+
+
 class _Profiler:
     """``-2 log L`` over absolute variance parameters with one scalar quantity held fixed.
 
-    Free parameters: for each term the lower-triangular elements of its absolute
-    Cholesky factor ``L_t`` (``Sigma_t = L_t L_t'``), then ``log sigma_e^2``.
-    ``warm`` keeps the last inner solution (warm starts along a profile).
+    Free parameters: for each term the lower-triangular elements of the absolute Cholesky
+    factor ``L_t`` of ``P_t Sigma_t P_t'`` (``P_t`` a permutation that puts the profiled
+    columns first, so that a variance is ``L_00^2``, a covariance ``L_00 L_10`` and a
+    correlation ``L_10 / sqrt(L_10^2 + L_11^2)``), then ``log sigma_e^2``.  ``warm`` keeps
+    the last inner solution (warm starts along a profile).
     """
 
-    def __init__(self, res: Any, reml: bool) -> None:
+    def __init__(self, res: Any, reml: bool, perm: dict[int, np.ndarray] | None = None) -> None:
+        from .estimate import ThetaMap
+
         self.res = res
         self.reml = reml
+        self.tmap = ThetaMap.for_design(res._design)
+        self.perm = dict(perm or {})
+        sizes = [len(np.nonzero(self.tmap.terms_of() == t)[0]) for t in range(len(res._design.terms))]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self.warm: np.ndarray | None = None
 
     def pack(self) -> np.ndarray:
-        theta = theta_from_sigmas(self.res._design, self.res._sigmas, self.res._residual)
-        return np.concatenate([theta * np.sqrt(self.res._residual), [np.log(self.res._residual)]])
+        lams = []
+        for t, (term, S) in enumerate(zip(self.res._design.terms, self.res._sigmas)):
+            P = self.perm.get(t)
+            S2 = S[np.ix_(P, P)] if P is not None else S
+            lams.append(_chol_psd(S2) if term.term.correlated else np.diag(np.sqrt(np.clip(np.diag(S2), 0, None))))
+        return np.concatenate([self.tmap.theta(lams), [np.log(self.res._residual)]])
 
     def sigmas(self, x: np.ndarray) -> tuple[list[np.ndarray], float]:
-        from .estimate import ThetaMap
-
-        tmap = ThetaMap.for_design(self.res._design)
-        lams = tmap.lambdas(x[:-1])
-        return [lam @ lam.T for lam in lams], float(np.exp(x[-1]))
+        out = []
+        for t, lam in enumerate(self.tmap.lambdas(x[:-1])):
+            S = lam @ lam.T
+            P = self.perm.get(t)
+            if P is not None:
+                inv = np.argsort(P)
+                S = S[np.ix_(inv, inv)]
+            out.append(S)
+        return out, float(np.exp(x[-1]))
 
     def deviance(self, x: np.ndarray) -> float:
         from .estimate import minus_two_loglik_at
 
+        if not np.all(np.isfinite(x)):
+            return np.inf
         sig, res = self.sigmas(x)
         if not res > 0 or not np.isfinite(res):
             return np.inf
@@ -589,154 +775,243 @@ class _Profiler:
             return np.inf
 
 
-def _scalar_terms(res: MixedModelResults) -> dict[str, int]:
-    """Term name -> position in theta of the single element of every one-column term."""
-    out, pos = {}, 0
-    for term in res._design.terms:
-        n = term.k * (term.k + 1) // 2 if term.term.correlated else term.k
-        if term.k == 1:
-            out[term.name] = pos
-        pos += n
+def profile_targets(res: MixedModelResults) -> list[ProfileTarget]:
+    """Every variance component (``var``/``cov``), correlation, residual and ratio that can be profiled."""
+    out = []
+    for t, term in enumerate(res._design.terms):
+        k, cols = term.k, term.columns
+        for i in range(k):
+            name = term.name if k == 1 else f"{term.name}:{cols[i]}"
+            out.append(ProfileTarget("var", t, i, i, f"var({name})"))
+            out.append(ProfileTarget("h2", t, i, i, f"h2({name})"))
+        if term.term.correlated:
+            for i in range(k):
+                for j in range(i + 1, k):
+                    pair = f"{term.name}:{cols[i]},{cols[j]}"
+                    out.append(ProfileTarget("cov", t, i, j, f"cov({pair})"))
+                    out.append(ProfileTarget("cor", t, i, j, f"cor({pair})"))
+    out.append(ProfileTarget("residual", -1, 0, 0, "var(Residual)"))
     return out
 
 
-def _profile_setup(res: MixedModelResults, what: str) -> tuple[_Profiler, Callable[[np.ndarray, float], np.ndarray],
-                                                               int, float, Callable[[np.ndarray], float]]:
-    """Map a target value into the full parameter vector for ``what``.
+def _resolve_target(res: MixedModelResults, what: Any) -> ProfileTarget:
+    """``what``: a :class:`ProfileTarget`, a label of :func:`profile_targets`, a one-column
+    term's name (its variance), ``"residual"`` or ``"h2:<term>"`` / ``"h2:<term>:<column>"``."""
+    if isinstance(what, ProfileTarget):
+        return what
+    targets = profile_targets(res)
+    by_label = {t.label: t for t in targets}
+    key = str(what)
+    if key.lower() in ("residual", "sigma", "var(residual)"):
+        return by_label["var(Residual)"]
+    if key.startswith("h2:"):
+        key = f"h2({key[3:]})"
+    elif key in {term.name for term in res._design.terms}:
+        key = f"var({key})"
+    if key in by_label:
+        return by_label[key]
+    raise MixedBlupError(f"cannot profile {what!r}; the parameters are {[t.label for t in targets]} "
+                         "(or a one-column term's name, 'residual', 'h2:<term>')")
 
-    ``what`` is a one-column term name (its variance), ``"residual"``, or
-    ``"h2:<term>"`` (the term's share of the total variance).
-    """
-    if res.variances_known or res.optimizer is None:
-        raise MixedBlupError("profile likelihood needs estimated variance components; these were given")
-    prof = _Profiler(res, res.method == "REML")
-    x_hat = prof.pack()
-    scalar = _scalar_terms(res)
-    m = len(x_hat)
-    diag_mask = np.zeros(m, bool)
-    from .estimate import ThetaMap
 
-    diag_mask[:-1] = ThetaMap.for_design(res._design).diagonal()
+class _Setup:
+    """What one profile needs: the profiler, the embedding of a target value and its limits."""
 
-    if what.lower() == "residual":
-        fixed = m - 1
+    def __init__(self, res: MixedModelResults, target: ProfileTarget) -> None:
+        if res.variances_known or res.optimizer is None:
+            raise MixedBlupError("profile likelihood needs estimated variance components; these were given")
+        self.target = target
+        design = res._design
+        kind, t, i, j = target.kind, target.term, target.i, target.j
+        perm: dict[int, np.ndarray] = {}
+        if t >= 0 and design.terms[t].term.correlated and design.terms[t].k > 1:
+            k = design.terms[t].k
+            first = [i] if i == j else [i, j]
+            perm[t] = np.array(first + [c for c in range(k) if c not in first])
+        self.prof = _Profiler(res, res.method == "REML", perm)
+        off = int(self.prof.offsets[t]) if t >= 0 else 0
+        correlated = t >= 0 and design.terms[t].term.correlated
+        m = len(self.prof.pack())
+        S = res._sigmas[t] if t >= 0 else None
+        if kind == "residual":
+            self.fixed = m - 1
+            self.lo, self.hi, self.lo_ok, self.hi_ok = 0.0, np.inf, False, False
+            self.est = float(res._residual)
+        elif kind in ("var", "h2"):
+            self.fixed = off if correlated else off + i
+            self.lo, self.lo_ok = 0.0, True
+            self.hi, self.hi_ok = (np.inf, False) if kind == "var" else (1.0, False)
+        else:  # cov, cor: L_10 after the permutation
+            self.fixed = off + 1
+            self.i00, self.i11 = off, off + 2
+            self.lo, self.hi = (-np.inf, np.inf) if kind == "cov" else (-1.0, 1.0)
+            self.lo_ok = self.hi_ok = False
+        self.x_hat = self.prof.pack()
+        self.est = self.value(self.x_hat)
+        if kind == "var":
+            self.scale = max(self.est, 1e-2 * res._residual)
+        elif kind == "cov":
+            self.scale = max(abs(self.est), 0.25 * float(np.sqrt(max(S[i, i] * S[j, j], 0.0))), 1e-8)
+        else:
+            self.scale = max(abs(self.est), 1e-3)
 
-        def embed(free: np.ndarray, value: float) -> np.ndarray:
-            return np.insert(free, fixed, np.log(value))
+    def _other(self, x: np.ndarray) -> float:
+        """Sum of every variance except the profiled one (``x[fixed]`` set to 0)."""
+        sig, r = self.prof.sigmas(x)
+        return float(sum(np.trace(s) for s in sig) + r)
 
-        def target(x: np.ndarray) -> float:
-            return float(np.exp(x[-1]))
-        return prof, embed, fixed, res._residual, target
-    h2 = what.startswith("h2:")
-    name = what[3:] if h2 else what
-    if name not in scalar:
-        raise MixedBlupError(
-            f"profiles are available for the variance of one-column terms {sorted(scalar)}, 'residual' "
-            f"and 'h2:<term>'; got {what!r}"
-        )
-    fixed = scalar[name]
-
-    def total_other(x_full: np.ndarray) -> float:
-        sig, r = prof.sigmas(x_full)
-        return float(sum(np.trace(s) for i, s in enumerate(sig) if res._design.terms[i].name != name) + r)
-
-    if not h2:
-        def embed(free: np.ndarray, value: float) -> np.ndarray:
-            return np.insert(free, fixed, np.sqrt(max(value, 0.0)))
-
-        def target(x: np.ndarray) -> float:
-            return float(x[fixed] ** 2)
-        return prof, embed, fixed, float(x_hat[fixed] ** 2), target
-
-    def embed(free: np.ndarray, value: float) -> np.ndarray:
-        x = np.insert(free, fixed, 0.0)
-        v = min(max(value, 0.0), 1 - 1e-12)
-        x[fixed] = np.sqrt(v / (1 - v) * total_other(x))
+    def embed(self, free: np.ndarray, value: float) -> np.ndarray:
+        """The full parameter vector with the target at ``value``."""
+        kind = self.target.kind
+        x = np.insert(np.asarray(free, dtype=float), self.fixed, 0.0)
+        if kind == "residual":
+            x[self.fixed] = np.log(value) if value > 0 else -np.inf
+        elif kind == "var":
+            x[self.fixed] = np.sqrt(max(value, 0.0))
+        elif kind == "h2":
+            v = min(max(value, 0.0), 1.0)
+            x[self.fixed] = np.sqrt(v / (1 - v) * self._other(x)) if v < 1 else np.inf
+        elif kind == "cov":
+            l00 = x[self.i00]
+            x[self.fixed] = value / l00 if l00 > 0 else (0.0 if value == 0 else np.nan)
+        else:  # cor
+            r = float(np.clip(value, -1.0, 1.0))
+            x[self.fixed] = r * x[self.i11] / np.sqrt(1 - r * r) if abs(r) < 1 else np.nan
         return x
 
-    def target(x: np.ndarray) -> float:
-        v = x[fixed] ** 2
-        return float(v / (v + total_other(x)))
-    return prof, embed, fixed, target(x_hat), target
+    def value(self, x: np.ndarray) -> float:
+        """The target at a full parameter vector."""
+        sig, r = self.prof.sigmas(x)
+        kind, t, i, j = self.target.kind, self.target.term, self.target.i, self.target.j
+        if kind == "residual":
+            return r
+        S = sig[t]
+        if kind == "var":
+            return float(S[i, i])
+        if kind == "h2":
+            total = float(sum(np.trace(s) for s in sig) + r)
+            return float(S[i, i] / total)
+        if kind == "cov":
+            return float(S[i, j])
+        d = np.sqrt(S[i, i] * S[j, j])
+        return float(S[i, j] / d) if d > 0 else 0.0
+
+    def profiled(self, value: float) -> float:
+        """Minimise ``-2 log L`` over the other parameters with the target held at ``value``."""
+        prof = self.prof
+        free0 = np.delete(self.x_hat, self.fixed)
+        warm = prof.warm
+        # start from the better of the last solution and the estimates
+        if (warm is not None and len(warm) == len(free0)
+                and prof.deviance(self.embed(warm, value)) < prof.deviance(self.embed(free0, value))):
+            free0 = warm
+        lower = np.delete(np.concatenate([prof.tmap.lower, [-np.inf]]), self.fixed)
+        bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+
+        def f(free: np.ndarray) -> float:
+            return prof.deviance(self.embed(free, value))
+
+        if len(free0) == 0:
+            return f(free0)
+        # central-difference gradients: forward differences at scipy's default step are
+        # dominated by rounding in -2 log L and stop the search early
+        out = optimize.minimize(f, free0, method="L-BFGS-B", jac="3-point", bounds=bounds,
+                                options={"ftol": 1e-10, "gtol": 1e-5, "maxiter": 1000})
+        if np.isfinite(out.fun):
+            prof.warm = np.asarray(out.x, dtype=float)
+        return float(out.fun)
 
 
-def profile(res: MixedModelResults, what: str, *, n: int = 21, width: float = 3.0) -> pd.DataFrame:
+def _profile_setup(res: MixedModelResults, what: Any) -> _Setup:
+    """The profile of ``what`` (see :func:`_resolve_target`)."""
+    return _Setup(res, _resolve_target(res, what))
+
+
+def profile(res: MixedModelResults, what: Any, *, n: int = 21, width: float = 3.0) -> pd.DataFrame:
     """Profile ``-2 log L`` for one variance parameter (see :meth:`MixedModelResults.profile`)."""
-    prof, embed, fixed, est, _ = _profile_setup(res, what)
-    x_hat = prof.pack()
-    d_hat = prof.deviance(x_hat)
-    lo, hi = _profile_bounds(res, what, prof, embed, fixed, est, d_hat, width ** 2, rtol=1e-2)
+    setup = _profile_setup(res, what)
+    d_hat = setup.prof.deviance(setup.x_hat)
+    lo, hi = _profile_bounds(setup, d_hat, width ** 2, rtol=1e-2)
+    est = setup.est
     grid = np.unique(np.concatenate([np.linspace(lo, hi, n), [est]]))
     rows = []
     for v in grid:
-        d = _profiled_deviance(prof, embed, fixed, v, x_hat)
+        d = setup.profiled(v) if v != est else d_hat
         delta = max(d - d_hat, 0.0)
         rows.append({"value": v, "deviance": d, "zeta": np.sign(v - est) * np.sqrt(delta)})
     return pd.DataFrame(rows)
 
 
-def _profiled_deviance(prof: _Profiler, embed: Callable, fixed: int, value: float, x_start: np.ndarray) -> float:
-    """Minimise ``-2 log L`` over the other parameters with the target held at ``value``."""
-    from .estimate import ThetaMap
-
-    free0 = np.delete(x_start, fixed)
-    warm = prof.warm
-    if warm is not None and len(warm) == len(free0) and np.isfinite(prof.deviance(embed(warm, value))):
-        free0 = warm
-    tmap_lower = np.concatenate([ThetaMap.for_design(prof.res._design).lower, [-np.inf]])
-    lower = np.delete(tmap_lower, fixed)
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-
-    def f(free: np.ndarray) -> float:
-        return prof.deviance(embed(free, value))
-
-    if len(free0) == 0:
-        return f(free0)
-    out = optimize.minimize(f, free0, method="L-BFGS-B", bounds=bounds,
-                            options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 500})
-    prof.warm = np.asarray(out.x, dtype=float)
-    return float(out.fun)
-
-
-def _profile_bounds(res, what, prof, embed, fixed, est, d_hat, cutoff, rtol: float = 1e-5) -> tuple[float, float]:
+def _profile_bounds(setup: _Setup, d_hat: float, cutoff: float, rtol: float = 1e-5) -> tuple[float, float]:
     """Values on each side where the profile deviance rises by ``cutoff`` (or the parameter's limit)."""
-    x_hat = prof.pack()
-    upper_limit = 1.0 if what.startswith("h2:") else np.inf
+    est = setup.est
+    setup.prof.warm = None
+
+    root_cut = float(np.sqrt(cutoff))
 
     def excess(v: float) -> float:
-        return _profiled_deviance(prof, embed, fixed, v, x_hat) - d_hat - cutoff
+        # on the |zeta| scale (square root of the deviance increase), which is close to linear
+        # in the parameter, so Brent's method needs few profiled points
+        return float(np.sqrt(max(setup.profiled(v) - d_hat, 0.0))) - root_cut
 
-    # lower side (a variance may reach zero; the residual variance may not)
-    lo = 0.0
-    if what.lower() == "residual":
-        lo = est / 2
-        for _ in range(60):
-            if excess(lo) > 0:
-                break
-            lo /= 2
-        lo = optimize.brentq(excess, lo, est, xtol=rtol * est, rtol=max(rtol / 10, 1e-12))
-    elif est > 0 and excess(0.0) > 0:
-        lo = optimize.brentq(excess, 0.0, est, xtol=rtol * max(est, 1e-12), rtol=max(rtol / 10, 1e-12))
-    # upper side: expand until the deviance rises by the cutoff
-    step = max(est, 1e-3 if upper_limit == 1.0 else np.sqrt(res._residual) * 1e-2)
-    hi = est + step
-    for _ in range(60):
-        if hi >= upper_limit:
-            hi = upper_limit - 1e-9
-            break
-        if excess(hi) > 0:
-            break
-        hi = est + 2 * (hi - est)
-    if hi < upper_limit - 1e-9 and excess(hi) > 0:
-        hi = optimize.brentq(excess, est, hi, xtol=rtol * max(est, 1e-12), rtol=max(rtol / 10, 1e-12))
-    return lo, hi
+    def root(a: float, b: float, xtol: float) -> float:
+        try:
+            return optimize.brentq(excess, a, b, xtol=xtol, rtol=1e-12)
+        except ValueError:  # the inner optimum moved between evaluations: keep the outer end
+            return a if abs(a - est) > abs(b - est) else b
+
+    def side(limit: float, limit_ok: bool) -> float:
+        setup.prof.warm = None
+        xtol = rtol * max(abs(est), setup.scale * 1e-3)
+        if np.isfinite(limit):
+            if limit == est:
+                return est
+            if limit_ok:  # the limit itself can be evaluated (a variance of zero)
+                if excess(limit) <= 0:
+                    return limit
+                return root(*sorted((limit, est)), xtol)
+            prev = est
+            for k in range(1, 45):  # approach the limit geometrically
+                v = limit + (est - limit) * 0.5 ** k
+                if excess(v) > 0:
+                    return root(*sorted((v, prev)), xtol)
+                prev = v
+            return limit
+        direction = 1.0 if limit > 0 else -1.0
+        prev = est
+        for k in range(60):
+            v = est + direction * setup.scale * 2.0 ** k
+            if excess(v) > 0:
+                return root(*sorted((prev, v)), xtol)
+            prev = v
+        return limit
+
+    return side(setup.lo, setup.lo_ok), side(setup.hi, setup.hi_ok)
 
 
-def profile_confint(res: MixedModelResults, what: str, level: float = 0.95) -> tuple[float, float]:
-    """Profile-likelihood interval ``{v : -2 log L(v) - min <= chi2_1(level)}`` for one parameter."""
-    prof, embed, fixed, est, _ = _profile_setup(res, what)
-    d_hat = prof.deviance(prof.pack())
-    return _profile_bounds(res, what, prof, embed, fixed, est, d_hat, float(stats.chi2.ppf(level, 1)))
+def profile_confint(res: MixedModelResults, what: Any, level: float = 0.95) -> tuple[float, float]:
+    """Profile-likelihood interval ``{v : -2 log L(v) - min <= chi2_1(level)}`` for one parameter.
+
+    Parameters
+    ----------
+    res : MixedModelResults
+        A fit with estimated variance components.
+    what : str or ProfileTarget
+        A label of :func:`profile_targets` (``"var(Subject:Days)"``, ``"cov(...)"``,
+        ``"cor(...)"``, ``"h2(...)"``, ``"var(Residual)"``), a one-column term's name,
+        ``"residual"`` or ``"h2:<term>"``.
+    level : float
+        Coverage.
+
+    Returns
+    -------
+    (float, float)
+        The interval; a bound at the parameter's limit (0 for a variance, +-1 for a
+        correlation) when the deviance does not rise enough before it.
+    """
+    setup = _profile_setup(res, what)
+    d_hat = setup.prof.deviance(setup.x_hat)
+    return _profile_bounds(setup, d_hat, float(stats.chi2.ppf(level, 1)))
 
 
 # --------------------------------------------------------------------------- user-facing helpers
@@ -798,11 +1073,49 @@ def _vc_names(vc: pd.DataFrame, design: Design) -> list[str]:
     return out
 
 
+def _sdcor_wald(vc: pd.DataFrame, V: np.ndarray | None, z: float) -> pd.DataFrame:
+    """SDs and correlations with delta-method Wald intervals (SD truncated at 0, correlation in [-1, 1])."""
+    est = vc["estimate"].to_numpy(dtype=float)
+    rows = []
+    key = {(g, a, b): r for r, (g, a, b) in enumerate(zip(vc["group"], vc["term1"], vc["term2"]))}
+    for r, (g, a, b) in enumerate(zip(vc["group"], vc["term1"], vc["term2"])):
+        grad = np.zeros(len(est))
+        if b == "":
+            value = float(np.sqrt(max(est[r], 0.0)))
+            if value > 0:
+                grad[r] = 1.0 / (2.0 * value)
+        else:
+            ia, ib = key[(g, a, "")], key[(g, b, "")]
+            d = float(np.sqrt(max(est[ia] * est[ib], 0.0)))
+            value = est[r] / d if d > 0 else np.nan
+            if d > 0:
+                grad[r] = 1.0 / d
+                grad[ia] = -value / (2.0 * est[ia])
+                grad[ib] = -value / (2.0 * est[ib])
+        used = np.nonzero(grad)[0]
+        se = np.nan
+        if V is not None and len(used):
+            sub = V[np.ix_(used, used)]
+            if np.isfinite(sub).all():
+                se = float(np.sqrt(max(grad[used] @ sub @ grad[used], 0.0)))
+        lo, hi = value - z * se, value + z * se
+        lo, hi = (max(lo, 0.0), hi) if b == "" else (max(lo, -1.0), min(hi, 1.0))
+        rows.append((value, lo, hi))
+    return pd.DataFrame(rows, columns=["estimate", "lower", "upper"])
+
+
+def _sdcor_names(vc: pd.DataFrame, design: Design) -> list[str]:
+    return [n.replace("var(", "sd(", 1) if n.startswith("var(") else n.replace("cov(", "cor(", 1)
+            for n in _vc_names(vc, design)]
+
+
 def confint(res: MixedModelResults, level: float = 0.95, method: str = "Wald",
-            parm: Sequence[str] | None = None) -> pd.DataFrame:
+            parm: Sequence[str] | None = None, scales: str = "vcov") -> pd.DataFrame:
     """Confidence intervals (see :meth:`MixedModelResults.confint`)."""
     if method not in ("Wald", "profile"):
         raise ValueError(f"method must be 'Wald' or 'profile'; got {method!r}")
+    if scales not in ("vcov", "sdcor"):
+        raise ValueError(f"scales must be 'vcov' or 'sdcor'; got {scales!r}")
     fe = res.fixed_effects
     beta = fe.loc[~fe["dropped"], "estimate"]
     se = fe.loc[~fe["dropped"], "std_error"]
@@ -813,24 +1126,37 @@ def confint(res: MixedModelResults, level: float = 0.95, method: str = "Wald",
     rows = pd.DataFrame({"estimate": beta.to_numpy(), "lower": beta.to_numpy() - crit * se.to_numpy(),
                          "upper": beta.to_numpy() + crit * se.to_numpy(), "method": "Wald"},
                         index=list(beta.index))
-    vc = res.variance_components
-    names = _vc_names(vc, res._design)
+    vc = res.variance_components.reset_index(drop=True)
     z = stats.norm.ppf(0.5 + level / 2)
-    est = vc["estimate"].to_numpy()
-    vse = vc["std_error"].to_numpy()
-    lower = est - z * vse
-    is_var = (vc["term2"] == "").to_numpy()
-    lower = np.where(is_var, np.maximum(lower, 0.0), lower)
-    vrows = pd.DataFrame({"estimate": est, "lower": lower, "upper": est + z * vse, "method": "Wald"}, index=names)
+    if scales == "vcov":
+        names = _vc_names(vc, res._design)
+        est = vc["estimate"].to_numpy()
+        vse = vc["std_error"].to_numpy()
+        lower = est - z * vse
+        is_var = (vc["term2"] == "").to_numpy()
+        lower = np.where(is_var, np.maximum(lower, 0.0), lower)
+        vrows = pd.DataFrame({"estimate": est, "lower": lower, "upper": est + z * vse, "method": "Wald"},
+                             index=names)
+    else:
+        names = _sdcor_names(vc, res._design)
+        V = None if res.vcov_variance_components is None else res.vcov_variance_components.to_numpy()
+        vrows = _sdcor_wald(vc, V, z).assign(method="Wald")
+        vrows.index = names
     if method == "profile":
-        scalar = _scalar_terms(res)
-        for i, row in vc.reset_index(drop=True).iterrows():
-            key = "residual" if row["group"] == "Residual" else row["group"]
-            if key != "residual" and key not in scalar:
-                continue
+        from .estimate import vc_labels
+
+        if len(vc) != len(vc_labels(res._design)):
+            raise MixedBlupError("profile intervals need one residual variance (no residual_groups)")
+        labels = _vc_names(vc, res._design)  # the profiled quantity: var/cov, or var/cor for sdcor
+        for i in range(len(vc)):
             if parm is not None and names[i] not in parm:
                 continue
-            lo, hi = profile_confint(res, key, level)
+            what = labels[i]
+            if scales == "sdcor" and what.startswith("cov("):
+                what = "cor(" + what[4:]
+            lo, hi = profile_confint(res, what, level)
+            if scales == "sdcor" and names[i].startswith("sd("):
+                lo, hi = np.sqrt(max(lo, 0.0)), np.sqrt(max(hi, 0.0))
             vrows.iloc[i, [1, 2]] = [lo, hi]
             vrows.iloc[i, 3] = "profile"
     out = pd.concat([rows, vrows])
@@ -862,11 +1188,12 @@ def heritability(res: MixedModelResults, term: str | None = None, over: Sequence
     """Heritability with a delta-method or profile interval (see :meth:`MixedModelResults.heritability`)."""
     term = default_genetic_term(res) if term is None else term
     out = ratio_estimate(res, term, over, level=level)
-    out.name = f"h2({term})"
+    label = ":".join(term) if isinstance(term, tuple) else term
+    out.name = f"h2({label})"
     if method == "profile":
         if over is not None:
             raise MixedBlupError("profile intervals for heritability use the default denominator; drop over=")
-        lo, hi = profile_confint(res, f"h2:{term}", level)
+        lo, hi = profile_confint(res, f"h2:{label}", level)
         out["ci_lower"], out["ci_upper"] = lo, hi
     elif method != "delta":
         raise ValueError(f"method must be 'delta' or 'profile'; got {method!r}")

@@ -32,6 +32,10 @@ kernels are serial and dot products avoid BLAS: on a shared two-core machine thr
 kernels were 10 to 70 times slower per call (spinning threads), and the passes are
 memory-bound anyway.
 
+The public entry is :func:`mixedblup.fit` with ``variances=`` and ``solver="pcg"`` (or
+``"auto"`` from :data:`PCG_MIN_EQUATIONS` equations), composed in :mod:`mixedblup.pcg_fit`;
+:func:`solve_pcg` is the formula-free engine.
+
 Progress goes to the ``mixedblup.iterative`` logger (INFO, every ``log_interval``
 seconds) and to an optional ``callback(progress)``; the callback may return ``True``
 to stop.  ``KeyboardInterrupt`` during the iteration returns the current iterate,
@@ -51,7 +55,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._accel import NUMBA, jit
-from .errors import CovarianceError, DataError, EstimationError
+from .errors import CovarianceError, DataError, EstimationError, MixedBlupWarning
 
 __all__ = [
     "PCGResult",
@@ -65,6 +69,9 @@ __all__ = [
     "run_pcg",
     "solve_pcg",
     "choose_solver",
+    "SolverInfo",
+    "PCGInferenceWarning",
+    "SOLVERS",
     "design_from_codes",
     "DEFAULT_TOL",
     "PCG_MIN_EQUATIONS",
@@ -80,6 +87,9 @@ PCG_MIN_EQUATIONS = 100_000
 
 #: Fixed-effect parts up to this size get a dense block in the block preconditioner.
 DENSE_FIXED_MAX = 500
+
+#: Solvers of :func:`mixedblup.fit` (``solver=``).
+SOLVERS = ("auto", "direct", "pcg")
 
 ENGINES = ("auto", "numba", "scipy")
 PRECONDITIONERS = ("auto", "diagonal", "block")
@@ -1124,7 +1134,7 @@ def solve_pcg(
     )
 
 
-def choose_solver(n_equations: int, *, requested: str = "auto") -> str:
+def choose_solver(n_equations: int, *, requested: str = "auto", variances_known: bool = True) -> str:
     """``"direct"`` or ``"pcg"`` for a system of ``n_equations`` (``"auto"``: PCG from 100,000).
 
     Parameters
@@ -1132,12 +1142,126 @@ def choose_solver(n_equations: int, *, requested: str = "auto") -> str:
     n_equations : int
         Order of the equations (fixed effects plus random-effect coefficients).
     requested : {"auto", "direct", "pcg"}
+        ``"auto"`` takes PCG from :data:`PCG_MIN_EQUATIONS` equations on, when the
+        variances are known.
+    variances_known : bool
+        Whether the variance components are given.  Estimating them (REML, ML) needs a
+        factorisation, so ``"auto"`` then means ``"direct"`` and ``"pcg"`` is an error.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    EstimationError
+        ``requested="pcg"`` without known variances.
     """
-    if requested not in ("auto", "direct", "pcg"):
-        raise ValueError(f"solver must be 'auto', 'direct' or 'pcg'; got {requested!r}")
+    if requested not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}; got {requested!r}")
+    if not variances_known:
+        if requested == "pcg":
+            raise EstimationError(
+                "solver='pcg' needs known variance components (variances={...}): estimating them "
+                "by REML or ML needs a factorisation of the equations. Estimate them with "
+                "solver='direct' (on the full data or a subset), then pass them as variances= "
+                "to the PCG fit"
+            )
+        return "direct"
     if requested != "auto":
         return requested
     return "pcg" if n_equations >= PCG_MIN_EQUATIONS else "direct"
+
+
+class PCGInferenceWarning(MixedBlupWarning):
+    """A fit solved by PCG has no ``C^-1``: standard errors, PEV, exact reliabilities and
+    the log-likelihood (AIC, BIC) are NaN (approximate reliabilities are given instead)."""
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    """How the mixed model equations of a fit were solved iteratively (``res.solver_info``).
+
+    Attributes
+    ----------
+    solver : str
+        ``"pcg"``.
+    iterations : int
+    accuracy : float
+        Achieved ``||b - Cx||^2 / ||b||^2`` of the returned solutions (true residual).
+    tol : float
+        The stopping rule's threshold.
+    converged : bool
+        ``accuracy <= tol``.
+    interrupted : bool
+        Stopped early (callback, ``max_seconds``, KeyboardInterrupt): the solutions are
+        the last iterate, usable as a warm start.
+    seconds : float
+        Wall time of the solve: set-up (operator, preconditioner) and iterations.
+    setup_seconds : float
+        Of which set-up.
+    preconditioner, engine : str
+    n_equations : int
+    memory_bytes : int
+        Memory held by the operator, the preconditioner and the work vectors.
+    reliability : str or None
+        Method of the approximate reliabilities in ``random_effects()["reliability_approx"]``
+        (``None`` when none were computed).
+    history : numpy.ndarray
+        Recursive accuracy after each iteration.
+    """
+
+    solver: str
+    iterations: int
+    accuracy: float
+    tol: float
+    converged: bool
+    interrupted: bool
+    seconds: float
+    setup_seconds: float
+    preconditioner: str
+    engine: str
+    n_equations: int
+    memory_bytes: int = 0
+    reliability: str | None = None
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+
+    @classmethod
+    def from_result(cls, result: PCGResult, reliability: str | None = None) -> SolverInfo:
+        """From a :class:`PCGResult`."""
+        return cls(
+            solver="pcg", iterations=int(result.iterations), accuracy=float(result.accuracy),
+            tol=float(result.tol), converged=bool(result.converged), interrupted=bool(result.interrupted),
+            seconds=float(result.seconds + result.setup_seconds), setup_seconds=float(result.setup_seconds),
+            preconditioner=result.preconditioner, engine=result.engine, n_equations=int(result.n_equations),
+            memory_bytes=int(result.memory_bytes), reliability=reliability, history=result.history,
+        )
+
+    def summary_items(self) -> list[tuple[str, Any]]:
+        """``(label, value)`` facts for the report."""
+        status = "yes" if self.converged else ("NO (interrupted)" if self.interrupted else "NO")
+        return [
+            ("Solver", f"PCG ({self.preconditioner} preconditioner)"),
+            ("PCG iterations", self.iterations),
+            ("PCG accuracy", f"{self.accuracy:.3e} (tol {self.tol:.0e})"),
+            ("PCG converged", status),
+            ("PCG seconds", self.seconds),
+        ]
+
+    def summary_notes(self) -> list[str]:
+        """Footnotes for the report."""
+        notes = [(
+            "Solved by PCG (solver='pcg'): standard errors, tests, PEV, exact reliabilities and the "
+            "log-likelihood (AIC, BIC) need the inverse of the coefficient matrix and are not computed "
+            "(NaN). Accuracy is ||b - Cx||^2 / ||b||^2."
+        )]
+        if self.reliability:
+            notes.append(f"random_effects()['reliability_approx']: {self.reliability}.")
+        if not self.converged:
+            why = "was stopped early" if self.interrupted else "did not converge"
+            notes.append(f"PCG {why}: accuracy {self.accuracy:.3e} > tol {self.tol:.0e}; the solutions "
+                         "are an intermediate iterate (pass the results as warm_start to continue).")
+        return notes
 
 
 # --------------------------------------------------------------------------------------

@@ -76,6 +76,11 @@ def normalize_labels(values: Iterable[Any], what: str = "labels") -> pd.Index:
     if isinstance(values, (pd.Series, pd.Index)) and pd.api.types.is_integer_dtype(values.dtype):
         arr = np.asarray(values)
         return pd.Index([str(v) for v in arr.tolist()], dtype=object)
+    if isinstance(values, (pd.Series, pd.Index, np.ndarray)) and values.dtype.kind in "OU" or (
+            isinstance(values, (pd.Series, pd.Index)) and values.dtype == "str"):
+        arr = np.asarray(values, dtype=object)
+        if set(map(type, arr)) <= {str}:  # the common case, without a call per label
+            return pd.Index([v.strip() for v in arr], dtype=object)
     out: list[str | None] = []
     bad: list[Any] = []
     for v in values:

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from .covariance import BoundCovariance
 from .design import Design
+from .errors import EstimationError
 from .factor import Factor, factorize
 
 __all__ = ["CrossProducts", "Solution", "cross_products", "relative_factor", "solve_mme"]
@@ -82,6 +83,8 @@ class CrossProducts:
     _t_order: np.ndarray = field(repr=False)
     eliminate: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
     _cache: dict = field(repr=False, compare=False, default_factory=dict)
+    fixed_names: tuple[str, ...] = field(repr=False, default=())
+    term_names: tuple[str, ...] = field(repr=False, default=())
 
     @property
     def size(self) -> int:
@@ -195,6 +198,8 @@ def cross_products(design: Design, covariances: Sequence[BoundCovariance]) -> Cr
         _t_pattern=t_pattern,
         _t_order=t_order,
         eliminate=eliminate,
+        fixed_names=tuple(nm for nm, k in zip(design.fixed_names, design.fixed_kept) if k),
+        term_names=tuple(t.name for t in design.terms),
     )
 
 
@@ -306,7 +311,10 @@ def solve_mme(cp: CrossProducts, lambdas: Sequence[np.ndarray], backend: str = "
     C, Tfull = coefficient_matrix(cp, lambdas)
     p = cp.p
     rhs = Tfull.T @ np.concatenate([cp.Xty, cp.Zty])
-    factor = factorize(C, backend, cp.eliminate, cp.symbolic)
+    try:
+        factor = factorize(C, backend, cp.eliminate, cp.symbolic)
+    except EstimationError as exc:
+        raise singular_equations_error(cp, C, lambdas, exc) from None
     sol = factor.solve(rhs)
     beta, b = sol[:p], sol[p:]
     T = Tfull[p:, p:].tocsc()
@@ -316,6 +324,83 @@ def solve_mme(cp: CrossProducts, lambdas: Sequence[np.ndarray], backend: str = "
     pwrss = float(cp.yty - sol @ rhs)
     return Solution(beta, np.asarray(u).ravel(), b, T, factor, factor.logdet(), max(pwrss, 0.0),
                     logdet_K, ranks, C, cp.eliminate, lambda: cp.symbolic("zz"))
+
+
+def equation_label(cp: CrossProducts, i: int) -> tuple[str, str]:
+    """``(block, description)`` of equation ``i`` of ``C``: a fixed effect or a term's level."""
+    if i < cp.p:
+        name = cp.fixed_names[i] if i < len(cp.fixed_names) else f"column {i}"
+        return name, f"fixed effect {name!r}"
+    j = i - cp.p
+    for t, (off, cov, k) in enumerate(zip(cp.offsets, cp.covariances, cp.ks)):
+        q = len(cov.levels) * k
+        if off <= j < off + q:
+            term = cp.term_names[t] if t < len(cp.term_names) else f"term {t + 1}"
+            level = cov.levels[(j - off) // k]
+            return term, f"level {level!r} of term {term!r}"
+    return f"equation {i}", f"equation {i}"
+
+
+def singular_equations_error(cp: CrossProducts, C: sp.spmatrix, lambdas: Sequence[np.ndarray],
+                             exc: EstimationError) -> EstimationError:
+    """E7: the singular-system error with the equations and effect blocks involved named.
+
+    The factorisation reports where its pivots collapsed (an equation that is, to
+    working precision, a combination of equations eliminated before it); the blocks
+    coupled to that equation in ``C`` (correlation above 1e-3) are named as the likely
+    partners, with the variance ratios of the random terms.
+    """
+    eqs = np.asarray(getattr(exc, "equations", ()), dtype=np.int64)
+    piv = np.asarray(getattr(exc, "pivots", ()), dtype=float)
+    if eqs.size == 0 and C.shape[0] <= 3000:  # locate the breakdown with a dense Cholesky
+        from .factor import DenseFactor
+
+        try:
+            DenseFactor(sp.csc_matrix(C).toarray())
+        except EstimationError as dense_exc:
+            eqs = np.asarray(getattr(dense_exc, "equations", ()), dtype=np.int64)
+            piv = np.asarray(getattr(dense_exc, "pivots", ()), dtype=float)
+    if eqs.size == 0:
+        return EstimationError(
+            f"{exc}; the factorisation broke down before reaching a pivot (check for fixed effects "
+            "confounded with random terms, collinear covariates, or extreme variance ratios)")
+    Cc = sp.csc_matrix(C)
+    diag = Cc.diagonal()
+    blocks = []
+    described = []
+    for i, pv in list(zip(eqs.tolist(), piv.tolist()))[:3]:
+        block, text = equation_label(cp, i)
+        described.append(text + ("" if np.isnan(pv) else f" (relative pivot {pv:.2g})"))
+        col = Cc[:, i].toarray().ravel()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = np.abs(col) / np.sqrt(np.abs(diag * diag[i]))
+        corr[i] = 0.0
+        for j in np.flatnonzero(corr > 1e-3):
+            other = equation_label(cp, int(j))[0]
+            if other != block and other not in blocks:
+                blocks.append(other)
+        if block not in blocks:
+            blocks.insert(0, block)
+    ratios = []
+    for name, lam in zip(cp.term_names, lambdas):
+        lam = np.atleast_2d(np.asarray(lam, dtype=float))
+        big = float(np.max(np.diag(lam @ lam.T))) if lam.size else 0.0
+        if name in blocks and big > 1e6:
+            ratios.append(f"{name!r} has variance ratio sigma2/sigma2_e = {big:.3g}")
+    more = f" and {eqs.size - 3} more" if eqs.size > 3 else ""
+    message = (
+        "the mixed model equations are singular to working precision at "
+        + "; ".join(described) + more
+        + f": it is (nearly) a linear combination of other equations; blocks involved: "
+        + ", ".join(repr(b) for b in blocks)
+        + (" (" + "; ".join(ratios) + ")" if ratios else "")
+        + ". Remove a fixed effect that is confounded with a random term or with other fixed "
+        "effects, rescale or centre covariates, or use less extreme variance ratios"
+    )
+    out = EstimationError(message)
+    out.equations = eqs  # type: ignore[attr-defined]
+    out.blocks = tuple(blocks)  # type: ignore[attr-defined]
+    return out
 
 
 def minus_two_loglik(cp: CrossProducts, sol: Solution, residual: float, reml: bool,
@@ -335,10 +420,61 @@ def minus_two_loglik(cp: CrossProducts, sol: Solution, residual: float, reml: bo
     """
     n, p = cp.n, cp.p
     quad = sol.pwrss / residual
+    fixed = fixed_level_equations(cp)
     if reml:
-        logdet = (n - p) * np.log(residual) - cp.log_w + sol.logdet_K + sol.logdet_C
+        # fixed levels (genetic groups) count in p; their equations are scaled by Lambda
+        p += len(fixed)
+        logdet_C = sol.logdet_C - fixed_level_logdet(cp, solution_lambdas(cp, sol)) if len(fixed) else sol.logdet_C
+        logdet = (n - p) * np.log(residual) - cp.log_w + sol.logdet_K + logdet_C
         return float((n - p) * np.log(2 * np.pi) + logdet + quad)
+    if len(fixed):
+        # log|C_zz| over the random equations only (fixed levels are fixed effects)
+        idx = np.concatenate([np.arange(cp.p), fixed])
+        logdet_schur = -float(np.linalg.slogdet(sol.factor.inverse_columns(idx, idx))[1])
     if logdet_schur is None:
         raise ValueError("ML needs logdet_schur")
     logdet_v = n * np.log(residual) - cp.log_w + sol.logdet_K + sol.logdet_C - logdet_schur
     return float(n * np.log(2 * np.pi) + logdet_v + quad)
+
+
+def fixed_level_equations(cp: CrossProducts) -> np.ndarray:
+    """Equations (rows of ``C``) of levels that are fixed effects absorbed in a random term.
+
+    Unknown parent groups fitted as fixed (``BoundCovariance.n_fixed_levels``, the last
+    levels of the term) have a singular penalty and no incidence; REML counts them in
+    ``p`` and ML leaves them out of ``log|C_zz|``.
+    """
+    out = [np.zeros(0, dtype=np.int64)]
+    for off, cov, k in zip(cp.offsets, cp.covariances, cp.ks):
+        g = int(getattr(cov, "n_fixed_levels", 0) or 0)
+        if g:
+            q = len(cov.levels)
+            out.append(cp.p + off + np.arange((q - g) * k, q * k, dtype=np.int64))
+    return np.concatenate(out)
+
+
+def fixed_level_logdet(cp: CrossProducts, lambdas: Sequence[np.ndarray]) -> float:
+    """``sum_t g_t log|Lambda_t Lambda_t'|``: what the relative-factor scaling of the
+    ``g_t`` fixed-level equations adds to ``log|C|`` (subtract it for REML).
+
+    With ``a* = a + Q g`` and ``(a*, g) = Lambda (b*, b_g)``, the equations in
+    ``(beta, b*, b_g)`` are those in ``(beta, g, b_a)`` (groups as explicit fixed
+    effects ``Z Q``) transformed by a matrix of determinant ``+-|Lambda|^g``.
+    """
+    total = 0.0
+    for cov, lam in zip(cp.covariances, lambdas):
+        g = int(getattr(cov, "n_fixed_levels", 0) or 0)
+        if g:
+            sign, logabs = np.linalg.slogdet(np.atleast_2d(lam))
+            if sign == 0:
+                return -np.inf
+            total += 2.0 * g * logabs
+    return float(total)
+
+
+def solution_lambdas(cp: CrossProducts, sol: Solution) -> list[np.ndarray]:
+    """``Lambda_t`` of every term, read back from ``sol.T`` (first level's block)."""
+    out = []
+    for off, k in zip(cp.offsets, cp.ks):
+        out.append(sol.T[off: off + k, off: off + k].toarray())
+    return out

@@ -655,6 +655,7 @@ class Pedigree:
         max_unlisted: float = 0.9,
         upg: str | tuple[str, str] | None = None,
         min_group_size: int = 5,
+        leading_zeros: str = "error",
     ) -> Pedigree:
         """Build a checked, sorted pedigree from a data frame.
 
@@ -670,7 +671,9 @@ class Pedigree:
         the animals before the IDs are taken to have changed type (C12, from 20 parents
         on); ``upg=`` unknown parent groups: a column with the group of each animal's
         unknown parent(s), or a pair (sire group column, dam group column), and
-        ``min_group_size`` below which a group is warned about (C13).
+        ``min_group_size`` below which a group is warned about (C13);
+        ``leading_zeros="error" | "ignore"``: IDs that differ only by leading zeros
+        (``"0012"`` and ``"12"``) are an error unless ignored (C12).
 
         IDs are normalised with :func:`~mixedblup.labels.normalize_labels` (``12``,
         ``"12"`` and ``12.0`` are one animal).  Rows may be in any order.  Read files
@@ -718,7 +721,7 @@ class Pedigree:
             df, id=id, sire=sire, dam=dam, unknown=unknown, birth=birth, allow_selfing=allow_selfing,
             on_conflict=on_conflict, sex=sex, male=male, female=female, sex_check=sex_check,
             min_interval=min_interval, max_unlisted=max_unlisted, upg=upg,
-            min_group_size=min_group_size,
+            min_group_size=min_group_size, leading_zeros=leading_zeros,
         )
         gen = generations(raw.sire, raw.dam)
         remaining = np.flatnonzero(gen < 0)

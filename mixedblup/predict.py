@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .design import Design, TermDesign
-from .errors import DataError, MixedBlupError, RowsDroppedWarning, preview
+from .design import Design, TermDesign, plain_dtypes
+from .errors import DataError, DataWarning, MixedBlupError, preview
 from .formula import formula_context
 from .labels import normalize_labels
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["NEW_LEVELS", "predict"]
 
 #: Policies for grouping levels not seen in training.
-NEW_LEVELS = ("error", "population")
+NEW_LEVELS = ("error", "population", "nan")
 
 
 def _encode(spec: Any, frame: pd.DataFrame, what: str) -> sp.csr_matrix:
@@ -40,11 +40,12 @@ def _encode(spec: Any, frame: pd.DataFrame, what: str) -> sp.csr_matrix:
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataMismatchWarning)
         try:
-            mm = spec.get_model_matrix(frame, context=formula_context())
+            mm = spec.get_model_matrix(plain_dtypes(frame), context=formula_context())
         except DataMismatchWarning as exc:
             raise DataError(
                 f"{what}: new data has categories not seen when fitting ({exc}); a fixed effect "
-                "cannot be predicted for a category it was never estimated for"
+                "cannot be predicted for a category it was never estimated for: drop those rows from "
+                "newdata, or refit with data that contain the category"
             ) from None
         except MixedBlupError:
             raise
@@ -136,9 +137,10 @@ def predict(res: MixedModelResults, newdata: pd.DataFrame | None = None, *, incl
             new_levels: str = "error", se: bool = False) -> pd.Series | pd.DataFrame:
     """Predictions (see :meth:`MixedModelResults.predict`)."""
     if new_levels not in NEW_LEVELS:
-        raise ValueError(f"new_levels must be one of {NEW_LEVELS}; got {new_levels!r}")
+        raise MixedBlupError(f"new_levels must be one of {NEW_LEVELS}; got {new_levels!r}")
     design = res._design
     positions: list[tuple[list[tuple[int, str, np.ndarray]], np.ndarray]] = []
+    full_index, keep, unseen_rows = None, None, set()  # F2: rows with NA come back as NaN
     if newdata is None:
         # the training rows, through the training matrices themselves
         index = design.index
@@ -155,19 +157,26 @@ def predict(res: MixedModelResults, newdata: pd.DataFrame | None = None, *, incl
         cols = _needed_columns(design, include_random)
         missing = [c for c in cols if c not in newdata.columns]
         if missing:
-            raise DataError(f"newdata lacks the model columns {preview(missing)}")
+            raise DataError(f"newdata lacks the model columns {preview(missing)}; add them (every column "
+                            "the formula uses is needed" + (", grouping factors too unless include_random=False)"
+                                                            if include_random else ")"))
+        dup = [c for c in cols if list(newdata.columns).count(c) > 1]
+        if dup:
+            raise DataError(f"newdata has duplicate column names {preview(dup)}; rename them")
         frame = newdata[cols]
         na = frame.isna().any(axis=1).to_numpy()
         if na.any():
+            missing_cols = [c for c in cols if frame[c].isna().any()]
             warnings.warn(
-                f"{int(na.sum())} of {len(frame)} rows of newdata have missing values in model columns and "
-                f"are not predicted: rows {preview(list(frame.index[na]))}",
-                RowsDroppedWarning, stacklevel=3,
+                f"{int(na.sum())} of {len(frame)} rows of newdata have missing values in model columns "
+                f"({', '.join(missing_cols)}) and are predicted as NaN: rows {preview(list(frame.index[na]))}",
+                DataWarning, stacklevel=3,
             )
+            full_index, keep = frame.index, ~na
             frame = frame.loc[~na]
         index = frame.index
         if len(frame) == 0:
-            empty = pd.Series(np.zeros(0), index=index, name="prediction")
+            empty = pd.Series(np.full(len(newdata), np.nan), index=newdata.index, name="prediction")
             return empty if not se else pd.DataFrame({"prediction": empty, "se": empty})
         Xfull = _encode(design.fixed_spec, frame, "the fixed part")
         if Xfull.shape[1] != len(design.fixed_kept):
@@ -187,17 +196,23 @@ def predict(res: MixedModelResults, newdata: pd.DataFrame | None = None, *, incl
                         problems=pd.DataFrame({"level": unseen}),
                     )
                 Zs.append(Z_t)
-                if new:
+                if new and new_levels == "nan":
+                    unseen_rows.update(i for i, _, _ in new)
+                elif new:
                     positions.append((new, np.atleast_2d(sigma)))
     beta = res._solution.beta
     pred = np.asarray(X @ beta).ravel()
     if include_random and design.terms:
         Z = sp.hstack(Zs, format="csr")
         pred = pred + np.asarray(Z @ res._solution.u).ravel()
-    out = pd.Series(pred, index=index, name="prediction")
+    if unseen_rows:
+        pred[sorted(unseen_rows)] = np.nan
+    out = _pad(pd.Series(pred, index=index, name="prediction"), full_index, keep)
     if not se:
         return out
     var = _prediction_variance(res, X, Zs if include_random else None)
+    if unseen_rows:
+        var[sorted(unseen_rows)] = np.nan
     if include_random and positions:
         # a new level's effect is predicted as zero: its whole prior variance is prediction error
         for new, sigma in positions:
@@ -206,7 +221,17 @@ def predict(res: MixedModelResults, newdata: pd.DataFrame | None = None, *, incl
                 per_level[(i, lab)] = per_level.get((i, lab), 0) + vec
             for (i, _), vec in per_level.items():
                 var[i] += float(vec @ sigma @ vec)
-    return pd.DataFrame({"prediction": out, "se": np.sqrt(np.clip(var, 0, None))}, index=index)
+    se_values = _pad(pd.Series(np.sqrt(np.clip(var, 0, None)), index=index), full_index, keep)
+    return pd.DataFrame({"prediction": out.to_numpy(), "se": se_values.to_numpy()}, index=out.index)
+
+
+def _pad(values: pd.Series, full_index: pd.Index | None, keep: np.ndarray | None) -> pd.Series:
+    """Values of the predicted rows placed back among all rows of newdata (NaN elsewhere), by position."""
+    if full_index is None:
+        return values
+    full = np.full(len(full_index), np.nan)
+    full[keep] = values.to_numpy()
+    return pd.Series(full, index=full_index, name=values.name)
 
 
 def _prediction_variance(res: MixedModelResults, X: Any, Zs: list[sp.csr_matrix] | None,

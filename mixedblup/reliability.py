@@ -66,7 +66,7 @@ import pandas as pd
 from ._accel import jit
 from .errors import CovarianceError, DataError
 
-__all__ = ["approximate_reliability", "METHOD"]
+__all__ = ["approximate_reliability", "approximate_reliability_from_positions", "METHOD"]
 
 #: Label attached to every output (``DataFrame.attrs["method"]``).
 METHOD = (
@@ -226,23 +226,70 @@ def approximate_reliability(
     -----
     See the module documentation for the method, its references and what it ignores.
     """
+    if group is not None and data[group].isna().any():
+        raise DataError(f"column {group!r} has missing values")
+    positions = pedigree.positions(data[animal], what=f"animals in column {animal!r}")
+    w = None if weights is None else data[weights].to_numpy(dtype=float)
+    groups = None
+    if group is not None:
+        groups = pd.factorize(data[group])[0]
+    return approximate_reliability_from_positions(
+        pedigree, positions, additive=additive, residual=residual, groups=groups,
+        group_variance=group_variance, pe=pe, weights=w, rounds=rounds,
+    )
+
+
+def approximate_reliability_from_positions(
+    pedigree: Any,
+    positions: np.ndarray,
+    *,
+    additive: float,
+    residual: float,
+    groups: np.ndarray | None = None,
+    group_variance: float | None = None,
+    pe: float | None = None,
+    weights: np.ndarray | None = None,
+    rounds: int = 5,
+) -> pd.DataFrame:
+    """:func:`approximate_reliability` from integer codes (the path of ``fit(solver="pcg")``).
+
+    Parameters
+    ----------
+    pedigree : Pedigree
+    positions : numpy.ndarray
+        Pedigree position (in :attr:`~mixedblup.Pedigree.ids`) of each record's animal.
+    additive, residual : float
+        ``sigma_a^2`` and ``sigma_e^2``.
+    groups : numpy.ndarray, optional
+        Contemporary-group code of each record (any integers or labels).
+    group_variance, pe : float, optional
+        As in :func:`approximate_reliability`.
+    weights : numpy.ndarray, optional
+        Precision weight of each record.
+    rounds : int
+        Iterations of the progeny/parent passes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`approximate_reliability`.
+    """
     if not (additive > 0 and residual > 0):
         raise CovarianceError("additive and residual variances must be positive")
     if pe is not None and not pe > 0:
         raise CovarianceError("pe variance must be positive (or None)")
     if group_variance is not None and not group_variance > 0:
         raise CovarianceError("group_variance must be positive (or None)")
-    if group is not None and data[group].isna().any():
-        raise DataError(f"column {group!r} has missing values")
     alpha = residual / additive
     n = len(pedigree)
-    positions = pedigree.positions(data[animal], what=f"animals in column {animal!r}")
-    w = np.ones(len(data)) if weights is None else data[weights].to_numpy(dtype=float)
-    if not (np.isfinite(w).all() and (w > 0).all()):
-        raise DataError("weights must be positive and finite")
-    groups = None
-    if group is not None:
-        groups = pd.factorize(data[group])[0]
+    positions = np.asarray(positions, dtype=np.int64)
+    if len(positions) and (positions.min() < 0 or positions.max() >= n):
+        raise DataError("record positions must be positions of pedigree animals")
+    w = np.ones(len(positions)) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != positions.shape or not (np.isfinite(w).all() and (w > 0).all()):
+        raise DataError("weights must be positive and finite, one per record")
+    if groups is not None:
+        groups = pd.factorize(np.asarray(groups))[0]
     ratio = None if group_variance is None else residual / group_variance
     sire = np.ascontiguousarray(pedigree.sire_pos, dtype=np.int64)
     dam = np.ascontiguousarray(pedigree.dam_pos, dtype=np.int64)

@@ -99,12 +99,47 @@ class MMEView:
         }
 
 
+class _Lazy:
+    """A dataclass field that is computed on first read unless it was given (a data descriptor).
+
+    ``__init__`` stores a given value; the field's default (the descriptor itself) means
+    "compute with ``method`` when first read, then keep".  Assignment by users is still
+    refused (the dataclass is frozen), so the results stay immutable from the outside.
+    """
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_lazy_{name}"
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.slot]
+        except KeyError:
+            value = getattr(obj, self.method)()
+            obj.__dict__[self.slot] = value
+            return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        if value is self:  # the default: computed on first read
+            obj.__dict__.pop(self.slot, None)
+        else:
+            obj.__dict__[self.slot] = value
+
+
 @dataclass(frozen=True)
 class MixedModelResults:
     """A fitted linear mixed model.
 
-    Build it with :func:`mixedblup.fit`.  Every attribute is computed at
-    construction; the object is immutable.
+    Build it with :func:`mixedblup.fit`.  The object is immutable.  What only inference
+    needs -- Satterthwaite's df and p-values in ``fixed_effects``, the standard errors in
+    ``variance_components`` and ``vcov_variance_components`` (one numerical Hessian of the
+    criterion, see :func:`mixedblup.inference.varpar_info`) -- is computed on first
+    access and kept, so ``fit`` costs one optimisation and one solve.
 
     Attributes
     ----------
@@ -140,7 +175,9 @@ class MixedModelResults:
     dropped_rows : pandas.Index
         Labels of input rows dropped for missing values.
     diagnostics : pandas.DataFrame
-        Every check that triggered: ``check, level, message``.
+        Every check of the fit that triggered: ``check, level, message``.  Problems met
+        by the inference computed on first use (Satterthwaite's df unavailable) are
+        warned about then and noted in :meth:`summary`.
     optimizer : OptSummary or None
         The optimisation record when variances were estimated (``None`` when given).
     vcov_variance_components : pandas.DataFrame or None
@@ -150,13 +187,18 @@ class MixedModelResults:
     npar : int
         Number of parameters counted by AIC and BIC (fixed effects plus covariance
         parameters including the residual variance).
+    solver_info : SolverInfo or None
+        How the equations were solved when ``fit(..., solver="pcg")`` iterated
+        (:class:`~mixedblup.iterative.SolverInfo`: iterations, achieved accuracy,
+        convergence, time, preconditioner); ``None`` for the direct solver.  A PCG fit has
+        no inverse of the coefficient matrix: standard errors, PEV, exact reliabilities
+        and ``loglik``/``aic``/``bic`` are NaN, and ``random_effects()`` adds
+        ``reliability_approx`` for one-column pedigree terms.
     """
 
     formula: str
     method: str
     variances_known: bool
-    fixed_effects: pd.DataFrame
-    variance_components: pd.DataFrame
     vcov_fixed: pd.DataFrame
     loglik: float
     aic: float
@@ -167,7 +209,6 @@ class MixedModelResults:
     dropped_rows: pd.Index
     diagnostics: pd.DataFrame
     optimizer: Any
-    vcov_variance_components: pd.DataFrame | None
     _random: pd.DataFrame = field(repr=False)
     _design: Design = field(repr=False)
     _cp: CrossProducts = field(repr=False)
@@ -177,11 +218,17 @@ class MixedModelResults:
     _terms_info: pd.DataFrame = field(repr=False)
     npar: int = 0
     _minus_two_ll: float = field(default=np.nan, repr=False)
-    _varpar: Any = field(default=None, repr=False)
+    fixed_effects: pd.DataFrame = field(default=_Lazy("_compute_fixed_effects"), repr=False, kw_only=True)
+    variance_components: pd.DataFrame = field(default=_Lazy("_compute_variance_components"), repr=False,
+                                              kw_only=True)
+    vcov_variance_components: pd.DataFrame | None = field(default=_Lazy("_compute_vcov_vc"), repr=False,
+                                                          kw_only=True)
+    _varpar: Any = field(default=_Lazy("_compute_varpar"), repr=False, kw_only=True)
     _frame: pd.DataFrame | None = field(default=None, repr=False)
     _structures: tuple[Any, ...] | None = field(default=None, repr=False)
     _backend: str = field(default="auto", repr=False)
     _fixed_terms: tuple[tuple[str, list[int], frozenset[str]], ...] = field(default=(), repr=False)
+    solver_info: Any = None
 
     # ------------------------------------------------------------------ tables
     def random_effects(self, group: str | None = None) -> pd.DataFrame:
@@ -199,7 +246,10 @@ class MixedModelResults:
             accuracy, cond_sd, has_records``.  ``var_blup`` is ``var(u_hat)``, the diagonal
             of ``G - C22`` (prior variance minus PEV).  ``std_error`` is the SEP
             (``sqrt(PEV)``, PEV from ``C22``); ``reliability = 1 - PEV / (sigma_jj K_ii)``;
-            ``cond_sd`` is lme4's conditional SD (fixed effects taken as known).
+            ``cond_sd`` is lme4's conditional SD (fixed effects taken as known).  For a fit
+            with ``solver="pcg"`` the columns from ``C^-1`` are NaN and ``reliability_approx``
+            holds approximate reliabilities of one-column pedigree terms (see
+            :func:`mixedblup.reliability.approximate_reliability`; NaN for other terms).
         """
         table = self._random
         if group is None:
@@ -269,6 +319,54 @@ class MixedModelResults:
             n_fixed=len(names),
             residual_variance=s2,
         )
+
+    # ------------------------------------------------------------- lazy inference
+    @cached_property
+    def _varpar_result(self) -> tuple[Any, list[str]]:
+        """``(VarParInfo or None, notes)``: the one variance-parameter Hessian (first use only)."""
+        from .inference import results_varpar
+
+        return results_varpar(self)
+
+    def _compute_varpar(self) -> Any:
+        return self._varpar_result[0]
+
+    @property
+    def _inference_notes(self) -> list[str]:
+        """Why Satterthwaite's df are missing (when they were computed and are)."""
+        if "_varpar_result" not in self.__dict__:
+            return []
+        return list(self._varpar_result[1])
+
+    def _compute_fixed_effects(self) -> pd.DataFrame:
+        from .inference import fixed_effects_table
+
+        design = self._design
+        fe = fixed_effects_table(self._solution.beta, self.vcov_fixed.to_numpy(), list(self.vcov_fixed.index),
+                                 self._varpar).reindex(pd.Index(design.fixed_names, name="term"))
+        fe["dropped"] = ~np.asarray(design.fixed_kept, dtype=bool)
+        return fe
+
+    def _compute_vcov_vc(self) -> pd.DataFrame | None:
+        if self.variances_known or self.optimizer is None:
+            return None
+        from .estimate import vc_labels
+        from .inference import variance_component_vcov
+
+        labels = pd.MultiIndex.from_tuples(vc_labels(self._design), names=["group", "term1", "term2"])
+        info = self._varpar
+        if info is None:
+            V = np.full((len(labels), len(labels)), np.nan)
+        else:
+            V = variance_component_vcov(self._design, info, boundary=getattr(self.optimizer, "boundary", ()))
+        return pd.DataFrame(V, index=labels, columns=labels)
+
+    def _compute_variance_components(self) -> pd.DataFrame:
+        vc = _variance_table(self._design, list(self._sigmas), self._residual)
+        V = self.vcov_variance_components
+        if V is not None and V.shape[0] == len(vc):
+            vc["std_error"] = np.sqrt(np.diag(V.to_numpy()))
+        return vc
 
     @cached_property
     def _kenward_roger(self) -> Any:
@@ -377,7 +475,7 @@ class MixedModelResults:
         return contrast_series(self, L, ddf)
 
     def confint(self, level: float = 0.95, method: str = "Wald", *,
-                parm: Sequence[str] | None = None) -> pd.DataFrame:
+                parm: Sequence[str] | None = None, scales: str = "vcov") -> pd.DataFrame:
         """Confidence intervals for fixed effects and variance components.
 
         Parameters
@@ -386,22 +484,32 @@ class MixedModelResults:
             Coverage.
         method : {"Wald", "profile"}
             ``"Wald"``: ``t`` intervals (Satterthwaite df) for fixed effects and
-            normal intervals (observed information) for variance components, the latter
-            truncated at zero for variances.  ``"profile"``: fixed effects as Wald,
-            variance components of one-column terms and the residual by profile likelihood.
+            normal intervals (observed information, delta method for SDs and
+            correlations) for variance components, truncated at zero for variances and SDs
+            and to ``[-1, 1]`` for correlations.  ``"profile"``: fixed effects as Wald,
+            every variance, covariance (or correlation) and the residual variance by
+            profile likelihood: ``{v : -2 log L(v) - min <= chi2_1(level)}`` with the
+            other components at their conditional optimum, using the criterion of the
+            fit (REML or ML; lme4's ``confint(method = "profile")`` always uses ML, so
+            compare an ML fit with it).
         parm : sequence of str, optional
-            Row labels to keep.
+            Row labels to keep (only those are profiled).
+        scales : {"vcov", "sdcor"}
+            Variance components as variances and covariances (``var(...)``, ``cov(...)``)
+            or as SDs and correlations (``sd(...)``, ``cor(...)``, lme4's scale).  A
+            profile interval of an SD is the square root of the variance's; a
+            correlation is profiled itself (not the covariance).
 
         Returns
         -------
         pandas.DataFrame
             Indexed by fixed-effect names and variance-component labels (``var(<term>)``,
-            ``var(<term>:<column>)``, ``cov(<term>:<c1>,<c2>)``, ``var(Residual)``):
-            ``estimate, lower, upper, method``.
+            ``var(<term>:<column>)``, ``cov(<term>:<c1>,<c2>)``, ``var(Residual)``, or the
+            ``sd``/``cor`` forms): ``estimate, lower, upper, method``.
         """
         from .inference import confint
 
-        return confint(self, level=level, method=method, parm=parm)
+        return confint(self, level=level, method=method, parm=parm, scales=scales)
 
     def profile(self, what: str, *, n: int = 21, width: float = 3.0) -> pd.DataFrame:
         """Profile ``-2 log L`` of one variance parameter over a grid.
@@ -409,8 +517,11 @@ class MixedModelResults:
         Parameters
         ----------
         what : str
-            A one-column term's name (its variance), ``"residual"`` or ``"h2:<term>"``
-            (the term's share of the total variance, see :meth:`heritability`).
+            A variance-component label of :meth:`confint` (``"var(Subject:Days)"``,
+            ``"cov(Subject:(Intercept),Days)"``, ``"cor(...)"``, ``"var(Residual)"``), a
+            one-column term's name (its variance), ``"residual"`` or ``"h2:<term>"`` /
+            ``"h2:<term>:<column>"`` (a variance's share of the total variance, see
+            :meth:`heritability`).
         n : int
             Grid points.
         width : float
@@ -463,7 +574,8 @@ class MixedModelResults:
             Coverage of the interval.
         method : {"delta", "profile"}
             Wald interval from the delta method, or a profile-likelihood interval
-            (one-column terms, default denominator).
+            (default denominator; ``term`` may be ``(term, column)`` for one column of a
+            multi-column or joint term).
 
         Returns
         -------
@@ -483,13 +595,14 @@ class MixedModelResults:
         ----------
         newdata : pandas.DataFrame, optional
             Rows to predict; the training data when omitted (``predict()`` equals
-            ``fitted``).  Rows with missing values in the needed columns are dropped.
+            ``fitted``).  Rows with missing values in the needed columns are predicted
+            as NaN (with a warning): the output always has one row per row of ``newdata``.
         include_random : bool
             Conditional predictions ``X beta + Z u`` (True) or marginal ``X beta``.
-        new_levels : {"error", "population"}
+        new_levels : {"error", "population", "nan"}
             Levels of a grouping factor not seen in training (and not defined by its
-            pedigree or relationship matrix): raise, or predict them at the population
-            level (random effect zero).
+            pedigree or relationship matrix): raise, predict them at the population
+            level (random effect zero), or return NaN for those rows.
         se : bool
             Also return prediction standard errors: the SE of ``x'beta`` (marginal) or
             the root prediction error variance of ``x'beta + z'u`` (conditional; a new
@@ -498,7 +611,7 @@ class MixedModelResults:
         Returns
         -------
         pandas.Series or pandas.DataFrame
-            Indexed like ``newdata`` minus dropped rows; a DataFrame ``prediction, se``
+            Indexed like ``newdata`` (same rows, same order); a DataFrame ``prediction, se``
             when ``se=True``.
         """
         from .predict import predict
@@ -560,6 +673,12 @@ class MixedModelResults:
         pathlib.Path
             The JSON file; load it with :func:`mixedblup.load`.
         """
+        if self.solver_info is not None:
+            raise EstimationError(
+                "save() does not support fits with solver='pcg' (mixedblup.load rebuilds the results by "
+                "factorising the equations); save the tables instead, e.g. res.fixed_effects and "
+                "res.random_effects() with DataFrame.to_parquet"
+            )
         from .io import save
 
         return save(self, path)
@@ -599,6 +718,7 @@ def build_results(
     structures: Sequence[Any] | None = None,
     backend: str = "auto",
     fixed_terms: Sequence[tuple[str, list[int], frozenset[str]]] | None = None,
+    residual_variances: dict[str, float] | None = None,
 ) -> MixedModelResults:
     """Assemble a :class:`MixedModelResults` from the solved equations.
 
@@ -627,8 +747,11 @@ def build_results(
     fixed_terms : sequence, optional
         ``(label, columns, factors)`` of every fixed-part term (read from the formula
         encoding when omitted; :func:`mixedblup.load` passes the stored ones).
+    residual_variances : dict, optional
+        Residual variance per class (``fit(residual_groups=...)``): the table gets one
+        ``Residual`` row per class (``term1`` = the class); ``residual`` is then the
+        reference class's variance, the scale of ``cp`` (weights ``w_i / rho_g``).
     """
-    from .inference import fixed_effects_table, theta_from_sigmas, varpar_info
     from .inference import fixed_terms as _terms_of
 
     p = cp.p
@@ -637,29 +760,8 @@ def build_results(
     # var(beta_hat) = C11 (relative form: times sigma_e^2)
     c11 = _c11(factor, p) * residual
     fixed_names = [n for n, k in zip(design.fixed_names, design.fixed_kept) if k]
-    varpar = None
-    diag_rows: list[dict[str, str]] = []
-    if not variances_known and design.terms:
-        theta = getattr(optimizer, "theta", None)
-        if theta is None:
-            theta = theta_from_sigmas(design, sigmas, residual)
-        try:
-            varpar = varpar_info(cp, design, np.asarray(theta, dtype=float), residual, method == "REML",
-                                 backend)
-        except EstimationError as exc:
-            diag_rows.append({"check": "satterthwaite", "level": "warning",
-                              "message": f"Satterthwaite df unavailable: {exc}"})
-        if varpar is not None and not varpar.positive_definite:
-            diag_rows.append({"check": "satterthwaite", "level": "warning",
-                              "message": "the Hessian of the criterion in the variance parameters is not "
-                                         "positive definite; Satterthwaite df are NaN and tests fall back to z"})
-    fe = fixed_effects_table(solution.beta, c11, fixed_names, varpar).reindex(
-        pd.Index(design.fixed_names, name="term"))
-    fe["dropped"] = ~design.fixed_kept
-    if diag_rows:
-        extra = pd.DataFrame(diag_rows, columns=["check", "level", "message"])
-        diagnostics = extra if diagnostics is None or diagnostics.empty else pd.concat(
-            [diagnostics, extra], ignore_index=True)
+    # fixed_effects (Satterthwaite df), the variance-component SEs and their covariance are
+    # computed on first access (MixedModelResults._compute_*), from one Hessian
 
     # PEV: diagonal blocks of C^-1 over each level's r coefficients, mapped back by Lambda
     starts, sizes = _partition(p, cp, solution.ranks)
@@ -707,11 +809,17 @@ def build_results(
                  "accuracy", "cond_sd", "has_records"]))
 
     vc = _variance_table(design, sigmas, residual)
+    if residual_variances is not None:
+        vc = pd.concat([vc[vc["group"] != RESIDUAL], pd.DataFrame(
+            [{"group": RESIDUAL, "term1": str(level), "term2": "", "estimate": float(value), "std_error": np.nan,
+              "sdcor": float(np.sqrt(value))} for level, value in residual_variances.items()])], ignore_index=True)
     vcov_vc = None
     if vc_covariance is not None:
         labels = pd.MultiIndex.from_frame(vc[["group", "term1", "term2"]])
         vcov_vc = pd.DataFrame(vc_covariance, index=labels, columns=labels)
         vc["std_error"] = np.sqrt(np.diag(vc_covariance))
+    lazy_vc = vc_covariance is None and not variances_known and residual_variances is None
+    vc_fields: dict[str, Any] = {} if lazy_vc else {"variance_components": vc, "vcov_variance_components": vcov_vc}
     Xb = design.X @ solution.beta
     Zu = design.Z @ solution.u if design.terms else np.zeros(design.n)
     fitted = pd.Series(Xb + Zu, index=design.index, name="fitted")
@@ -728,14 +836,14 @@ def build_results(
     )
     return MixedModelResults(
         formula=formula, method=method, variances_known=variances_known,
-        fixed_effects=fe, variance_components=vc,
+        **vc_fields,
         vcov_fixed=pd.DataFrame(c11, index=fixed_names, columns=fixed_names),
         loglik=loglik, aic=-2 * loglik + 2 * npar, bic=-2 * loglik + npar * np.log(design.n),
         nobs=design.n, fitted=fitted, residuals=resid, dropped_rows=design.dropped_rows,
         diagnostics=diagnostics, optimizer=optimizer,
-        vcov_variance_components=vcov_vc, _random=random, _design=design, _cp=cp, _solution=solution,
+        _random=random, _design=design, _cp=cp, _solution=solution,
         _sigmas=tuple(np.atleast_2d(np.asarray(x, dtype=float)) for x in sigmas), _residual=float(residual),
-        _terms_info=info, npar=int(npar), _minus_two_ll=float(minus_two_ll), _varpar=varpar,
+        _terms_info=info, npar=int(npar), _minus_two_ll=float(minus_two_ll),
         _frame=_model_frame(data, design, formula), _structures=None if structures is None else tuple(structures),
         _backend=backend,
         _fixed_terms=tuple(fixed_terms) if fixed_terms is not None else tuple(_terms_of(design)),

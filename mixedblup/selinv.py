@@ -31,7 +31,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ._accel import jit
-from ._blas import blas_threads, small_kernel_threads
+from ._blas import blas_threads, cholesky_inverse, small_kernel_threads
 
 __all__ = ["Symbolic", "LDLFactor", "symbolic", "ldl_numeric", "ldl_solve", "selected_inverse",
            "amd_order"]
@@ -205,7 +205,9 @@ def ldl_numeric(n, n1, Up, Ui, Ux, Lp, parent):
             D[k] = diag
     if n1 == n:
         return Li, Lx, D, S, True
-    # S -= L21 D1 L21'
+    # S -= L21 D1 L21': the upper triangle only, row by row (rows of a column's dense part
+    # are ascending, so each update runs along one row of the C-ordered S: writing both
+    # triangles made every second write a cache miss), then mirrored to the lower one
     for j in range(n1):
         q0 = Lp[j] + Lnz1[j]
         q1 = Lp[j] + Lnz[j]
@@ -214,11 +216,10 @@ def ldl_numeric(n, n1, Up, Ui, Ux, Lp, parent):
             a = Li[qa] - n1
             la = Lx[qa] * dj
             for qb in range(qa, q1):
-                v = la * Lx[qb]
-                b = Li[qb] - n1
-                S[b, a] -= v
-                if b != a:
-                    S[a, b] -= v
+                S[a, Li[qb] - n1] -= la * Lx[qb]
+    for a in range(s):
+        for b in range(a + 1, s):
+            S[b, a] = S[a, b]
     return Li, Lx, D, S, True
 
 
@@ -311,9 +312,10 @@ def selected_inverse(n, n1, Lp, Li, Lx, D, Z22):
             k = Li[p]
             lkj = Lx[p]
             if k >= n1:
+                zk = k - n1  # Z22 is symmetric: read along its row k (contiguous)
                 for q in range(first_dense, p1):
                     i = Li[q]
-                    acc[i] += Z22[i - n1, k - n1] * lkj
+                    acc[i] += Z22[zk, i - n1] * lkj
                 continue
             acc[k] += Zd[k] * lkj
             for q in range(Lp[k], Lp[k + 1]):
@@ -714,10 +716,7 @@ class LDLFactor:
     def selected(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(diag, Zx, Z22)`` of ``C^-1`` in the permuted order (see :func:`selected_inverse`)."""
         if self._selinv is None:
-            s = self.Ls.shape[0]
-            with blas_threads(small_kernel_threads(s)):
-                Z22 = (sla.cho_solve((self.Ls, True), np.eye(s), check_finite=False) if s
-                       else np.zeros((0, 0)))
+            Z22 = cholesky_inverse(self.Ls)
             Zd, Zx = selected_inverse(self.n, self.sym.n1, self.sym.Lp, self.Li, self.Lx, self.D, Z22)
             self._selinv = (Zd, Zx, Z22)
         return self._selinv

@@ -10,11 +10,12 @@ permanent-environment and optionally maternal effects.  Everything is vectorised
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["SimulatedPopulation", "simulate_population"]
+__all__ = ["SimulatedPopulation", "simulate_population", "simulate_social"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def simulate_population(
     years_per_generation: int = 2,
     string_ids: bool = True,
     shuffle: bool = True,
+    select_sires: bool = True,
     seed: int | None = 0,
 ) -> SimulatedPopulation:
     """Simulate a population and its records from known variance components.
@@ -95,6 +97,11 @@ def simulate_population(
         IDs as strings like ``"A000123"`` (default) or as integers.
     shuffle : bool
         Shuffle the pedigree rows (parents no longer precede offspring).
+    select_sires : bool
+        Choose each generation's sires as the best males by true breeding value (default,
+        like AI programmes), or at random (``False``).  Selection on true breeding values,
+        which the records do not carry, is not ignorable: REML estimates from such data
+        are biased; simulation studies of estimators use random sires.
     seed : int, optional
         Random seed.
 
@@ -121,7 +128,10 @@ def simulate_population(
         prev = np.nonzero((gen < g) & (gen >= g - 1))[0]
         males = prev[sex[prev] == 0]
         if len(males):
-            best = males[np.argsort(-genetic[males, 0])[:sires_per_generation]]
+            if select_sires:
+                best = males[np.argsort(-genetic[males, 0])[:sires_per_generation]]
+            else:
+                best = rng.choice(males, size=min(sires_per_generation, len(males)), replace=False)
             sire[kids] = best[rng.integers(0, len(best), len(kids))]
         females = np.nonzero((gen < g) & (gen >= g - 3) & (sex == 1))[0]
         if len(females):
@@ -185,3 +195,70 @@ def simulate_population(
         maternal_values=pd.Series(genetic[:, 1], index=pd.Index(labels, name="id")),
         parameters=truth,
     )
+
+
+def simulate_social(
+    n_animals: int = 3000,
+    *,
+    group_size: int = 5,
+    direct: float = 0.3,
+    social: float = 0.05,
+    cov_ds: float = 0.02,
+    pen: float = 0.0,
+    residual: float = 0.5,
+    seed: int | None = 0,
+    **options: Any,
+) -> SimulatedPopulation:
+    """Simulate animals kept in pens with direct and social (indirect) genetic effects.
+
+    The pedigree and the two correlated genetic values come from
+    :func:`simulate_population` (its second genetic value, there the maternal one, is
+    the social one here: inherited the same way, covariance ``cov_ds``).  The recorded
+    animals are put in pens of ``group_size`` in random order, and
+
+        y_i = 10 + a_D,i + sum over pen mates j != i of a_S,j + pen + e_i.
+
+    Parameters
+    ----------
+    n_animals : int
+        Animals in the pedigree.
+    group_size : int
+        Animals per pen (the last pen may be smaller; pens of one are dropped).
+    direct, social, cov_ds : float
+        Direct and social genetic variances and their covariance.
+    pen : float
+        Variance of a random pen effect (0: none).
+    residual : float
+        Residual variance.
+    seed : int, optional
+        Random seed.
+    **options
+        Passed to :func:`simulate_population` (``n_generations``, ``recorded_sex``
+        (default ``"both"``), ``recorded_fraction``, ``sires_per_generation`` ...).
+
+    Returns
+    -------
+    SimulatedPopulation
+        ``records`` has one row per animal: ``id, pen, y``; ``breeding_values`` are the
+        direct and ``maternal_values`` the social genetic values; ``parameters`` holds
+        ``direct, social, cov_ds, pen, residual``.
+    """
+    options.setdefault("recorded_sex", "both")
+    base = simulate_population(n_animals, additive=direct, maternal=social, cov_am=cov_ds, pe=0.0,
+                               herd_year=0.0, residual=residual, records_per_animal=1, seed=seed, **options)
+    rng = np.random.default_rng(None if seed is None else seed + 7919)
+    ids = base.records["id"].to_numpy()
+    ids = ids[rng.permutation(len(ids))]
+    pen_of = np.arange(len(ids)) // group_size
+    sizes = np.bincount(pen_of)
+    keep = sizes[pen_of] > 1
+    ids, pen_of = ids[keep], pen_of[keep]
+    a_d = base.breeding_values.reindex(ids).to_numpy()
+    a_s = base.maternal_values.reindex(ids).to_numpy()
+    mates_sum = np.bincount(pen_of, weights=a_s)[pen_of] - a_s
+    pen_effect = rng.normal(size=int(pen_of.max()) + 1 if len(pen_of) else 0) * np.sqrt(pen)
+    y = 10.0 + a_d + mates_sum + pen_effect[pen_of] + rng.normal(size=len(ids)) * np.sqrt(residual)
+    records = pd.DataFrame({"id": ids, "pen": [f"P{p:05d}" for p in pen_of], "y": y})
+    truth = {"direct": direct, "social": social, "cov_ds": cov_ds, "pen": pen, "residual": residual}
+    return SimulatedPopulation(pedigree=base.pedigree, records=records, breeding_values=base.breeding_values,
+                               maternal_values=base.maternal_values, parameters=truth)

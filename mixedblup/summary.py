@@ -200,16 +200,19 @@ def _fixed_table(res: MixedModelResults) -> pd.DataFrame:
 
 
 def _heritability_table(res: MixedModelResults) -> pd.DataFrame | None:
-    genetic = [n for n, kind in res.terms["covariance"].items() if kind in ("pedigree", "relationship")
-               and len(res.terms.loc[n, "columns"]) == 1]
+    genetic = [n for n, kind in res.terms["covariance"].items() if kind in ("pedigree", "relationship")]
     if not genetic:
         return None
     rows = {}
     for name in genetic:
-        try:
-            rows[name] = res.heritability(name)
-        except Exception:  # noqa: BLE001, S112 - a report never fails on an optional row
-            continue
+        columns = list(res.terms.loc[name, "columns"])
+        # one row per column of a multi-column or joint term (direct, maternal ...)
+        keys = [(name, name)] if len(columns) == 1 else [(f"{name}:{c}", (name, c)) for c in columns]
+        for label, key in keys:
+            try:
+                rows[label] = res.heritability(key)
+            except Exception:  # noqa: BLE001, S112 - a report never fails on an optional row
+                continue
     if not rows:
         return None
     table = pd.DataFrame(rows).T
@@ -238,6 +241,9 @@ def results_summary(res: MixedModelResults) -> Summary:
         info.append(("Converged", "yes" if opt.converged else "NO"))
         info.append(("Iterations / evals", f"{opt.iterations} / {opt.evaluations}"))
         info.append(("Boundary terms", ", ".join(opt.boundary) or "none"))
+    solver = getattr(res, "solver_info", None)
+    if solver is not None:
+        info.extend(solver.summary_items())
     for name, row in res.terms.iterrows():
         info.append((f"Groups: {name}", f"{row['n_levels']} ({row['n_observed']} observed, {row['covariance']})"))
     fe = _fixed_table(res)
@@ -249,14 +255,23 @@ def results_summary(res: MixedModelResults) -> Summary:
     if h2 is not None:
         tables.append(("Heritability (share of the total variance)", h2))
     notes = []
-    if res.variances_known:
+    if res.variances_known and solver is not None:
+        notes.append("Variance components were given, not estimated.")
+    elif res.variances_known:
         notes.append("Variance components were given, not estimated; tests treat them as known (z).")
     elif "t" in fe.columns:
         notes.append("t tests with Satterthwaite's denominator degrees of freedom.")
     if opt is not None and opt.boundary:
         notes.append(f"Singular fit: variance(s) of {', '.join(opt.boundary)} estimated as zero.")
+    if opt is not None and getattr(opt, "held", ()):
+        notes.append(f"Held at given values (fixed_variances, not estimated): {', '.join(opt.held)}.")
+    groups = getattr(res._design, "residual_groups", None)
+    if groups is not None:
+        notes.append(f"One residual variance per class of {groups.column!r}.")
     if opt is not None and not opt.converged:
         notes.append(f"The optimiser did not converge: {opt.message}.")
+    if solver is not None:
+        notes.extend(solver.summary_notes())
     if res.fixed_effects["dropped"].any():
         dropped = list(res.fixed_effects.index[res.fixed_effects["dropped"]])
         notes.append(f"Rank deficient fixed effects dropped: {', '.join(dropped)}.")
@@ -264,4 +279,6 @@ def results_summary(res: MixedModelResults) -> Summary:
         notes.append(f"{len(res.dropped_rows)} row(s) with missing values were dropped.")
     for _, d in res.diagnostics.iterrows():
         notes.append(f"[{d['level']}] {d['message']}")
+    # inference computed on first use (the fixed-effect table above): why df may be missing
+    notes.extend(f"[warning] {note}" for note in getattr(res, "_inference_notes", []))
     return Summary(title="Linear mixed model results", info=info, tables=tables, notes=notes)

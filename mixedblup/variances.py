@@ -11,6 +11,7 @@ sequence of ``k`` variances.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,9 @@ import pandas as pd
 
 from .design import TermDesign
 from .errors import CovarianceError
+from .labels import normalize_labels
 
-__all__ = ["RESIDUAL", "parse_variances", "is_residual_key"]
+__all__ = ["RESIDUAL", "HeldVariances", "parse_variances", "parse_held_variances", "is_residual_key"]
 
 #: Name of the residual in variance tables.
 RESIDUAL = "Residual"
@@ -104,7 +106,8 @@ def parse_variances(variances: Mapping[str, Any], terms: Sequence[TermDesign]) -
     if missing or not residual_keys:
         need = missing + ([] if residual_keys else ["residual"])
         raise CovarianceError(
-            f"variances must give every component; missing {need} (terms are {names} plus 'residual')"
+            f"variances must give every component; missing {need} (terms are {names} plus 'residual'; "
+            "to hold some components and estimate the others, pass them as fixed_variances=)"
         )
     if len(residual_keys) > 1:
         raise CovarianceError(f"the residual variance is given twice: {residual_keys}")
@@ -116,3 +119,112 @@ def parse_variances(variances: Mapping[str, Any], terms: Sequence[TermDesign]) -
     if not (np.isfinite(residual) and residual > 0):
         raise CovarianceError(f"the residual variance must be positive and finite; got {residual}")
     return [_term_matrix(variances[t.name], t) for t in terms], residual
+
+
+@dataclass(frozen=True)
+class HeldVariances:
+    """What ``variances=`` holds at given values; everything else is estimated.
+
+    Attributes
+    ----------
+    terms : dict
+        Term index -> ``Sigma_t`` held (``k x k``).
+    residual : dict
+        Residual class label -> variance held (the single key ``""`` without classes).
+    n_terms : int
+        Number of random terms of the model.
+    residual_levels : tuple of str
+        Residual classes (``("",)`` without ``residual_groups``).
+    """
+
+    terms: dict[int, np.ndarray] = field(default_factory=dict)
+    residual: dict[str, float] = field(default_factory=dict)
+    n_terms: int = 0
+    residual_levels: tuple[str, ...] = ("",)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every component is given (known variances: nothing to estimate)."""
+        return len(self.terms) == self.n_terms and set(self.residual) == set(self.residual_levels)
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is held (every component is estimated)."""
+        return not self.terms and not self.residual
+
+
+def _positive(value: Any, what: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise CovarianceError(f"{what} must be a number; got {value!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise CovarianceError(f"{what} must be positive and finite; got {value}")
+    return value
+
+
+def parse_held_variances(variances: Mapping[str, Any] | None, terms: Sequence[TermDesign],
+                         residual_levels: Sequence[str] | None = None) -> HeldVariances:
+    """Read a possibly partial ``variances=``: the components given are held, the rest estimated.
+
+    Parameters
+    ----------
+    variances : mapping or None
+        Term name -> variance / covariance matrix, and ``"residual"`` -> the residual
+        variance, or (with residual classes) a mapping class -> variance, possibly partial.
+    terms : sequence of TermDesign
+        The model's random terms.
+    residual_levels : sequence of str, optional
+        Classes of ``residual_groups=`` (``None``: one residual variance).
+
+    Returns
+    -------
+    HeldVariances
+
+    Raises
+    ------
+    CovarianceError
+        Unknown names or classes, wrong shapes, negative or non-PSD values.
+    """
+    levels = ("",) if residual_levels is None else tuple(str(x) for x in residual_levels)
+    if variances is None:
+        return HeldVariances({}, {}, len(terms), levels)
+    if not isinstance(variances, Mapping):
+        raise CovarianceError(f"variances must be a dict of term name -> variance; got {type(variances).__name__}")
+    variances = {(",".join(k) if isinstance(k, tuple) else k): v for k, v in variances.items()}
+    names = [t.name for t in terms]
+    residual_keys = [k for k in variances if is_residual_key(k)]
+    unknown = [k for k in variances if not is_residual_key(k) and k not in names]
+    if unknown:
+        raise CovarianceError(
+            f"variances names {unknown} which are not terms of the model; the terms are {names} "
+            "plus 'residual'"
+        )
+    if len(residual_keys) > 1:
+        raise CovarianceError(f"the residual variance is given twice: {residual_keys}")
+    held_terms = {i: _term_matrix(variances[t.name], t) for i, t in enumerate(terms) if t.name in variances}
+    held_res: dict[str, float] = {}
+    if residual_keys:
+        value = variances[residual_keys[0]]
+        if residual_levels is None:
+            if isinstance(value, Mapping):
+                raise CovarianceError(
+                    "variances['residual'] is a dict, but the model has one residual variance; "
+                    "give a number (or fit with residual_groups= for one variance per class)"
+                )
+            held_res[""] = _positive(value, "the residual variance")
+        else:
+            if not isinstance(value, Mapping):
+                raise CovarianceError(
+                    f"the model has a residual variance per class of {list(levels)}; give "
+                    "variances['residual'] as a dict class -> variance (classes left out are estimated)"
+                )
+            for key, val in value.items():
+                label = str(normalize_labels([key], what="residual classes")[0])
+                if label not in levels:
+                    raise CovarianceError(
+                        f"variances['residual'] names class {key!r}, which is not a residual class; "
+                        f"the classes are {list(levels)}"
+                    )
+                held_res[label] = _positive(val, f"the residual variance of class {label!r}")
+    return HeldVariances(held_terms, held_res, len(terms), levels)

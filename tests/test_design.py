@@ -158,9 +158,12 @@ def test_duplicate_column_names(small):
         design("y ~ x + (1|g)", data)
 
 
-def test_weights_must_be_positive(small):
-    with pytest.raises(mb.DataError, match=r"weights 'w'.*rows 2"):
-        design("y ~ x + (1|g)", small.assign(w=[1, 1, 0, 1, 1, 1, 1, 1.0]), weights="w")
+def test_weights_must_be_non_negative_and_zero_weights_are_dropped(small):
+    with pytest.raises(mb.DataError, match=r"weights 'w' are negative in 1 row\(s\): 2"):
+        design("y ~ x + (1|g)", small.assign(w=[1, 1, -1, 1, 1, 1, 1, 1.0]), weights="w")
+    with pytest.warns(mb.RowsDroppedWarning, match=r"1 of 8 rows with zero weight in 'w' \(rows 2\)"):
+        d = design("y ~ x + (1|g)", small.assign(w=[1, 1, 0, 1, 1, 1, 1, 1.0]), weights="w")
+    assert list(d.dropped_rows) == [2]
 
 
 def test_sparse_fixed_design_matches_dense(small, monkeypatch):

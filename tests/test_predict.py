@@ -46,19 +46,21 @@ def test_marginal_prediction_is_x_beta(sleep, res):
     np.testing.assert_allclose(pred, beta["(Intercept)"] + beta["Days"] * sleep["Days"].head(4))
 
 
-def test_rows_with_missing_values_are_dropped_and_index_kept(sleep, res):
+def test_rows_with_missing_values_are_nan_and_index_kept(sleep, res):
     new = sleep.iloc[[3, 7, 20, 40]].copy()
     new.index = ["a", "b", "c", "d"]
     new.loc["b", "Days"] = np.nan
     new.loc["d", "Subject"] = None
-    with pytest.warns(mb.RowsDroppedWarning, match="2 of 4"):
+    with pytest.warns(mb.DataWarning, match=r"2 of 4 .*\(Days, Subject\).* NaN: rows 'b', 'd'"):
         out = res.predict(new)
-    assert list(out.index) == ["a", "c"]
-    np.testing.assert_allclose(out, res.fitted.iloc[[3, 20]])
+    assert list(out.index) == ["a", "b", "c", "d"]
+    np.testing.assert_allclose(out[["a", "c"]], res.fitted.iloc[[3, 20]])
+    assert out[["b", "d"]].isna().all()
     # the marginal prediction does not need the grouping column
-    with pytest.warns(mb.RowsDroppedWarning, match="1 of 4"):
-        marg = res.predict(new, include_random=False)
-    assert list(marg.index) == ["a", "c", "d"]
+    with pytest.warns(mb.DataWarning, match="1 of 4"):
+        marg = res.predict(new, include_random=False, se=True)
+    assert list(marg.index) == ["a", "b", "c", "d"] and marg.loc["b"].isna().all()
+    assert marg.loc[["a", "c", "d"]].notna().all().all()
 
 
 def test_new_levels_error_or_population(res):
