@@ -32,7 +32,6 @@ import dataclasses
 import logging
 import time
 import warnings
-from contextlib import contextmanager
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import optimize
 
+from ._logging import progress_log
 from .design import Design
 from .errors import ConvergenceWarning, EstimationError, SingularFitWarning
 from .factor import factorize
@@ -270,23 +270,24 @@ def _snap(f, theta: np.ndarray, tmap: ThetaMap, best: float) -> tuple[np.ndarray
     return theta, best
 
 
-@contextmanager
-def _progress_log(verbose: bool):
-    """Send the ``mixedblup`` iteration log to stderr for the duration when ``verbose``."""
-    if not verbose or logger.handlers or logging.getLogger("mixedblup").handlers:
-        yield
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    old = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
 
+def _warn_outcome(on_boundary: Sequence[str], converged: bool, message: str, gnorm: float,
+                  evaluations: int) -> None:
+    """The warnings of a fit: a SingularFitWarning per boundary term, a ConvergenceWarning."""
+    for name in on_boundary:
+        warnings.warn(
+            f"boundary (singular) fit: a variance of term {name!r} is estimated as exactly zero; "
+            "ratios involving it (heritability) are 0 on the boundary: use "
+            "heritability(method='profile') for an interval, or simplify the model",
+            SingularFitWarning, stacklevel=4,
+        )
+    if not converged:
+        warnings.warn(
+            f"the optimiser did not converge ({message}); max |gradient| = {gnorm:.3g} after "
+            f"{evaluations} evaluations; the estimates are returned but may not be the optimum "
+            "(result.optimizer): try other start= values, rescale the response or simplify the "
+            "random-effect structure", ConvergenceWarning, stacklevel=4,
+        )
 
 def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML",
                        backend: str = "auto", start: np.ndarray | None = None,
@@ -349,7 +350,7 @@ def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML
         last[0] = now
         return value
 
-    with _progress_log(verbose):
+    with progress_log(logger, verbose):
         # AI-REML (analytic gradient, average information) for large systems; COBYQA
         # otherwise, or from AI-REML's best point when it stops without converging
         # (not with fixed levels -- genetic groups as fixed: AI-REML's criterion does not count
@@ -404,18 +405,7 @@ def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML
     on_boundary = sorted({names[term_of[i]] for i in np.nonzero(_at_lower(tmap.lower, theta))[0]})
     value, s2 = profiled_criterion(cp, tmap, theta, reml, backend)
     sigmas = [s2 * lam @ lam.T for lam in tmap.lambdas(theta)]
-    for name in on_boundary:
-        warnings.warn(
-            f"boundary (singular) fit: a variance of term {name!r} is estimated as exactly zero; "
-            "ratios involving it (heritability) are 0 on the boundary: use "
-            "heritability(method='profile') for an interval, or simplify the model",
-            SingularFitWarning, stacklevel=3,
-        )
-    if not converged:
-        warnings.warn(
-            f"the optimiser did not converge ({out.message}); max |gradient| = {gnorm:.3g} after "
-            f"{len(history)} evaluations; the estimates are returned but may not be the optimum (result.optimizer): try other start= values, rescale the response or simplify the random-effect structure", ConvergenceWarning, stacklevel=3,
-        )
+    _warn_outcome(on_boundary, converged, str(out.message), gnorm, len(history))
     summary = OptSummary(
         method=method, optimizer="AI-REML" if out is ai else "COBYQA", theta_start=theta0, theta=theta,
         criterion=value, converged=converged, iterations=int(getattr(out, "nit", 0)),
@@ -830,7 +820,7 @@ def fit_variance_components(cp: CrossProducts, design: Design, held, *, grouped=
 
     term_of = crit.tmap.terms_of()[crit.free_theta]
     names = [t.name for t in design.terms]
-    with _progress_log(verbose):
+    with progress_log(logger, verbose):
         f0 = f(x0)
         if not np.isfinite(f0) and crit.m_theta:
             x0 = x0.copy()
@@ -873,18 +863,7 @@ def fit_variance_components(cp: CrossProducts, design: Design, held, *, grouped=
     for lab_i, lab in enumerate(levels):
         if lab in held.residual:
             rvars[lab_i] = held.residual[lab]
-    for name in on_boundary:
-        warnings.warn(
-            f"boundary (singular) fit: a variance of term {name!r} is estimated as exactly zero; "
-            "ratios involving it (heritability) are 0 on the boundary: use "
-            "heritability(method='profile') for an interval, or simplify the model",
-            SingularFitWarning, stacklevel=3,
-        )
-    if not converged:
-        warnings.warn(
-            f"the optimiser did not converge ({message}); max |gradient| = {gnorm:.3g} after "
-            f"{len(history)} evaluations; the estimates are returned but may not be the optimum (result.optimizer): try other start= values, rescale the response or simplify the random-effect structure", ConvergenceWarning, stacklevel=3,
-        )
+    _warn_outcome(on_boundary, converged, str(message), gnorm, len(history))
     from .inference import theta_from_sigmas
 
     theta_full = np.asarray(theta_from_sigmas(design, sigmas, s2), dtype=float)

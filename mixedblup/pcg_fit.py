@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ._logging import progress_log
 from .covariance import BoundCovariance, Identity, PedigreeCovariance
 from .design import Design
 from .errors import ConvergenceWarning, CovarianceError, EstimationError
@@ -211,24 +211,6 @@ class _Kind:
 # --------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _progress_log(verbose: bool) -> Iterator[None]:
-    """Send the ``mixedblup.iterative`` log to stderr for the duration when ``verbose``."""
-    if not verbose or logger.handlers or logging.getLogger("mixedblup").handlers:
-        yield
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    old = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
-
-
 def _warm_start(value: Any, n_equations: int) -> np.ndarray | None:
     """``[beta, u]`` from a previous result, a PCGResult or a vector."""
     if value is None:
@@ -385,7 +367,7 @@ def fit_pcg(
     diagnostics = run_checks(design, [_Kind(k) for k in kinds], check_levels, estimating=False, data=data)
     n_eq = design.p + sum(t.Z.shape[1] for t in design.terms)
     x0 = _warm_start(opts["warm_start"], n_eq)
-    with _progress_log(verbose):
+    with progress_log(logger, verbose):
         result = solve_pcg(
             design, pcg_covs, sigmas, residual, tol=float(opts["tol"]), max_iter=opts["max_iter"], x0=x0,
             preconditioner=opts["preconditioner"], callback=opts["callback"], engine=opts["engine"],
