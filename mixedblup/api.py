@@ -211,7 +211,7 @@ def fit(
     backend : {"auto", "dense", "schur", "ldl", "splu", "cholmod"}
         Factorisation back end of the equations (see :func:`mixedblup.factor.factorize`):
         ``"auto"`` picks dense for small systems, ``"schur"`` when a large term with
-        independent levels can be eliminated, CHOLMOD when scikit-sparse is installed,
+        independent levels can be eliminated,
         otherwise mixedblup's own sparse LDL' (with selected inversion for PEV).
     start : dict, optional
         Starting values for estimation, in the form of ``variances`` (every term and

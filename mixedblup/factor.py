@@ -8,12 +8,13 @@ inverse), over several back ends:
   the biggest factor of a crossed design) is eliminated exactly and the Schur
   complement onto the remaining equations is factorised densely or sparsely
   (the block structure MixedModels.jl exploits);
-* ``"cholmod"`` -- CHOLMOD through scikit-sparse, if installed (optional accelerator);
+* ``"cholmod"`` -- CHOLMOD through scikit-sparse, if installed and asked for (never chosen
+  by ``"auto"``: with AI-REML's selected inverses the own LDL' measured faster);
 * ``"ldl"``     -- a sparse ``L D L'`` compiled with numba (:mod:`mixedblup.selinv`) against a
   symbolic analysis (approximate-minimum-degree ordering, elimination tree, pattern of
   ``L``) done once per sparsity pattern; its selected inversion gives the diagonal
   blocks of ``C^-1`` (PEV) and the traces REML derivatives need (the default for large
-  sparse systems without CHOLMOD);
+  sparse systems);
 * ``"splu"``    -- scipy's SuperLU in symmetric mode (always available).
 
 ``factorize(C, "auto", eliminate=...)`` picks among them by structure and size.
@@ -351,7 +352,7 @@ class SchurFactor(Factor):
         S = E - W @ B.T
         self._elim, self._rest, self._d, self._W = elim, rest, d, W
         if inner == "auto":
-            inner = "dense" if len(rest) <= SCHUR_DENSE_MAX else ("cholmod" if _cholmod() else "ldl")
+            inner = "dense" if len(rest) <= SCHUR_DENSE_MAX else "ldl"
         # pivots of S are checked against C's diagonal: S_ii <= C_ii, and a Schur complement
         # that cancels to rounding level is as singular as a tiny pivot
         s_diag = S.diagonal()
@@ -596,7 +597,7 @@ def factorize(C: sp.spmatrix | np.ndarray, backend: str = "auto", eliminate: np.
         elif n <= DENSE_MAX:
             backend = "dense"
         else:
-            backend = "cholmod" if _cholmod() is not None else "ldl"
+            backend = "ldl"  # faster than CHOLMOD here once REML needs selected inverses (docs/performance.md)
     if backend == "schur":
         if not has_block:
             backend = "dense" if n <= DENSE_MAX else "ldl"
