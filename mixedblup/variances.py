@@ -71,6 +71,28 @@ def _term_matrix(value: Any, term: TermDesign) -> np.ndarray:
     return (arr + arr.T) / 2.0
 
 
+def _by_term_name(variances: Any, terms: Sequence[TermDesign]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """``variances`` keyed by term name (tuple keys joined), the term names and the residual keys.
+
+    Raises
+    ------
+    CovarianceError
+        If ``variances`` is not a mapping or names something that is not a term.
+    """
+    if not isinstance(variances, Mapping):
+        raise CovarianceError(f"variances must be a dict of term name -> variance; got {type(variances).__name__}")
+    variances = {(",".join(k) if isinstance(k, tuple) else k): v for k, v in variances.items()}
+    names = [t.name for t in terms]
+    residual_keys = [k for k in variances if is_residual_key(k)]
+    unknown = [k for k in variances if not is_residual_key(k) and k not in names]
+    if unknown:
+        raise CovarianceError(
+            f"variances names {unknown} which are not terms of the model; the terms are {names} "
+            "plus 'residual'"
+        )
+    return variances, names, residual_keys
+
+
 def parse_variances(variances: Mapping[str, Any], terms: Sequence[TermDesign]) -> tuple[list[np.ndarray], float]:
     """Per-term covariance matrices and the residual variance from ``variances=``.
 
@@ -91,17 +113,7 @@ def parse_variances(variances: Mapping[str, Any], terms: Sequence[TermDesign]) -
     CovarianceError
         Unknown or missing names, wrong shapes, negative or non-PSD values.
     """
-    if not isinstance(variances, Mapping):
-        raise CovarianceError(f"variances must be a dict of term name -> variance; got {type(variances).__name__}")
-    variances = {(",".join(k) if isinstance(k, tuple) else k): v for k, v in variances.items()}
-    names = [t.name for t in terms]
-    residual_keys = [k for k in variances if is_residual_key(k)]
-    unknown = [k for k in variances if not is_residual_key(k) and k not in names]
-    if unknown:
-        raise CovarianceError(
-            f"variances names {unknown} which are not terms of the model; the terms are {names} "
-            "plus 'residual'"
-        )
+    variances, names, residual_keys = _by_term_name(variances, terms)
     missing = [n for n in names if n not in variances]
     if missing or not residual_keys:
         need = missing + ([] if residual_keys else ["residual"])
@@ -189,17 +201,7 @@ def parse_held_variances(variances: Mapping[str, Any] | None, terms: Sequence[Te
     levels = ("",) if residual_levels is None else tuple(str(x) for x in residual_levels)
     if variances is None:
         return HeldVariances({}, {}, len(terms), levels)
-    if not isinstance(variances, Mapping):
-        raise CovarianceError(f"variances must be a dict of term name -> variance; got {type(variances).__name__}")
-    variances = {(",".join(k) if isinstance(k, tuple) else k): v for k, v in variances.items()}
-    names = [t.name for t in terms]
-    residual_keys = [k for k in variances if is_residual_key(k)]
-    unknown = [k for k in variances if not is_residual_key(k) and k not in names]
-    if unknown:
-        raise CovarianceError(
-            f"variances names {unknown} which are not terms of the model; the terms are {names} "
-            "plus 'residual'"
-        )
+    variances, names, residual_keys = _by_term_name(variances, terms)
     if len(residual_keys) > 1:
         raise CovarianceError(f"the residual variance is given twice: {residual_keys}")
     held_terms = {i: _term_matrix(variances[t.name], t) for i, t in enumerate(terms) if t.name in variances}
