@@ -57,6 +57,9 @@ logger = logging.getLogger("mixedblup.estimate")
 SNAP_TOL = 1e-4
 #: Criterion increase tolerated by snapping.
 SNAP_FTOL = 1e-6
+#: Smallest relative pivot of the equations at the estimates for a fit to count as converged:
+#: below it fewer than about five significant digits survive in the criterion (E7).
+PRECISION_PIVOT = 1e-11
 #: Lower bound of the relative SD of a term with fixed levels (genetic groups as fixed).
 FIXED_LEVEL_MIN_THETA = 1e-4
 
@@ -198,6 +201,13 @@ def profiled_criterion(cp: CrossProducts, tmap: ThetaMap, theta: np.ndarray, rem
     backend : str
         Factorisation back end.
     """
+    value, s2, _ = _profiled_solution(cp, tmap, theta, reml, backend)
+    return value, s2
+
+
+def _profiled_solution(cp: CrossProducts, tmap: ThetaMap, theta: np.ndarray, reml: bool,
+                       backend: str) -> tuple[float, float, Solution]:
+    """:func:`profiled_criterion` and the solved equations it came from."""
     lambdas = tmap.lambdas(theta)
     sol = solve_mme(cp, lambdas, backend)
     dof, logdet = _criterion_logdet(cp, sol, lambdas, reml)
@@ -205,7 +215,7 @@ def profiled_criterion(cp: CrossProducts, tmap: ThetaMap, theta: np.ndarray, rem
     if not s2 > 0:
         raise EstimationError("the model fits the data exactly (zero residual sum of squares)")
     value = dof * (1.0 + np.log(2 * np.pi * s2)) + logdet + sol.logdet_K - cp.log_w
-    return float(value), float(s2)
+    return float(value), float(s2), sol
 
 
 def _criterion_logdet(cp: CrossProducts, sol: Solution, lambdas: Sequence[np.ndarray],
@@ -296,13 +306,15 @@ def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML
                        ) -> tuple[list[np.ndarray], float, OptSummary]:
     """Maximise the REML or ML likelihood over the variance components.
 
-    The optimiser is COBYQA (a derivative-free trust-region method with quadratic
-    models and bounds, the successor of Powell's BOBYQA that lme4 uses), on the
-    profiled criterion; each evaluation is one factorisation.  REML on systems of
-    at least :data:`mixedblup.ai_reml.AI_MIN_SIZE` equations uses average-information
-    Newton steps with analytic gradients instead (:func:`mixedblup.ai_reml.ai_reml`:
-    a handful of factorisations plus selected inversions); when those stop without
-    converging, COBYQA continues from their best point.
+    REML uses average-information Newton steps with analytic gradients
+    (:func:`mixedblup.ai_reml.ai_reml`: a handful of factorisations plus selected
+    inversions) whenever the back end supports them (:func:`mixedblup.ai_reml.supported`).
+    Otherwise (ML, fixed genetic groups, CHOLMOD), and from AI-REML's best point when it
+    stops without converging, the optimiser is COBYQA (a derivative-free trust-region
+    method with quadratic models and bounds, the successor of Powell's BOBYQA that lme4
+    uses) on the profiled criterion; each evaluation is one factorisation.  A fit whose
+    equations at the estimates have a relative pivot below :data:`PRECISION_PIVOT` is
+    not reported as converged.
 
     Parameters
     ----------
@@ -351,12 +363,13 @@ def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML
         return value
 
     with progress_log(logger, verbose):
-        # AI-REML (analytic gradient, average information) for large systems; COBYQA
+        # AI-REML (analytic gradient, average information) where supported; COBYQA
         # otherwise, or from AI-REML's best point when it stops without converging
         # (not with fixed levels -- genetic groups as fixed: AI-REML's criterion does not count
         # them).  It runs first so that its first factorisation is also f(theta0).
         ai = None if len(fixed_level_equations(cp)) else ai_reml_or_none(
-            cp, tmap, theta0, reml=reml, backend=backend, record=lambda _theta, value: history.append(value))
+            cp, tmap, theta0, reml=reml, backend=backend, record=lambda _theta, value: history.append(value),
+            max_evaluations=max_evaluations)
         f0 = history[0] if ai is not None and history and np.isfinite(history[0]) else f(theta0)
         if not np.isfinite(f0):
             # E8: one rescaled retry before giving up
@@ -383,9 +396,10 @@ def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML
             return value if np.isfinite(value) else finite_big
 
         bounds = optimize.Bounds(tmap.lower, np.full(tmap.size, np.inf))
-        out = ai if ai is not None and ai.success else optimize.minimize(
+        out = ai if ai is not None and ai.success and _small_gradient(ai.gradient, ai.value) else optimize.minimize(
             g, theta0 if ai is None or not np.isfinite(ai.value) else ai.theta, method="COBYQA", bounds=bounds,
-            options={"maxfev": max_evaluations, "final_tr_radius": 1e-9, "f_target": -np.inf})
+            options={"maxfev": max(1, max_evaluations - len(history)), "final_tr_radius": 1e-9,
+                     "f_target": -np.inf})
         theta, best = np.asarray(out.x, dtype=float), float(out.fun)
         theta, best = _snap(g, theta, tmap, best)
         # E2: a variance stuck at zero is retried from the interior; keep the better fit
@@ -400,19 +414,32 @@ def estimate_variances(cp: CrossProducts, design: Design, *, method: str = "REML
         grad = (out.gradient if out is ai and np.array_equal(theta, ai.theta)
                 else _projected_gradient(g, theta, tmap))
     gnorm = float(np.abs(grad).max()) if grad.size else 0.0
-    converged = bool(out.success) and gnorm < 1e-3 * max(1.0, abs(best)) ** 0.5
+    converged = bool(out.success) and _small_gradient(grad, best)
     term_of = tmap.terms_of()
     on_boundary = sorted({names[term_of[i]] for i in np.nonzero(_at_lower(tmap.lower, theta))[0]})
-    value, s2 = profiled_criterion(cp, tmap, theta, reml, backend)
+    value, s2, sol = _profiled_solution(cp, tmap, theta, reml, backend)
     sigmas = [s2 * lam @ lam.T for lam in tmap.lambdas(theta)]
-    _warn_outcome(on_boundary, converged, str(out.message), gnorm, len(history))
+    message = str(out.message)
+    pivot = float(getattr(sol.factor, "min_pivot", np.nan))
+    if converged and pivot < PRECISION_PIVOT:
+        # E7: at the estimates the equations keep fewer than ~5 significant digits, so the
+        # criterion is rounding noise there and its "optimum" is not a maximum of the likelihood
+        converged = False
+        message = (f"the mixed model equations at the estimates are singular to within rounding "
+                   f"(smallest relative pivot {pivot:.2g}), so the criterion cannot locate the optimum")
+    _warn_outcome(on_boundary, converged, message, gnorm, len(history))
     summary = OptSummary(
         method=method, optimizer="AI-REML" if out is ai else "COBYQA", theta_start=theta0, theta=theta,
         criterion=value, converged=converged, iterations=int(getattr(out, "nit", 0)),
         evaluations=len(history), gradient_norm=gnorm, history=tuple(history),
-        boundary=tuple(on_boundary), message=str(out.message), seconds=time.perf_counter() - t0,
+        boundary=tuple(on_boundary), message=message, seconds=time.perf_counter() - t0,
     )
     return sigmas, s2, summary
+
+
+def _small_gradient(grad: np.ndarray, value: float) -> bool:
+    """The convergence test on the projected gradient: ``max |g| < 1e-3 sqrt(max(1, |value|))``."""
+    return not grad.size or float(np.abs(grad).max()) < 1e-3 * max(1.0, abs(value)) ** 0.5
 
 
 def _projected_gradient(f, theta: np.ndarray, tmap: ThetaMap, h: float = 1e-6) -> np.ndarray:

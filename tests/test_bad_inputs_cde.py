@@ -511,6 +511,20 @@ def test_E7_singular_equations_name_blocks(backend):
     assert {"(Intercept)", "g"} <= set(err.value.blocks)
 
 
+def test_E7_optimum_beyond_double_precision_is_not_reported_as_converged():
+    # sigma_u / sigma_e ~ 1e7: the REML optimum lies where the equations keep almost no
+    # significant digits, so whatever optimiser stops there must say so
+    rng = np.random.default_rng(13)
+    g = np.repeat(np.arange(20), 4)
+    y = rng.normal(scale=1e4, size=20)[g] + rng.normal(scale=1e-3, size=80)
+    data = pd.DataFrame({"y": y, "g": [f"g{i}" for i in g]})
+    with pytest.warns(ConvergenceWarning, match="singular to within rounding"):
+        res = mb.fit("y ~ 1 + (1|g)", data)
+    assert not res.optimizer.converged
+    assert "rounding" in res.optimizer.message
+    assert "convergence" in set(res.diagnostics["check"])
+
+
 def test_E7_moderately_ill_conditioned_equations_still_solved():
     data = one_way(n_groups=70, per=3, seed=1)
     ref = mb.fit("y ~ x + (1|g)", data, variances={"g": 1e6, "residual": 1.0}, backend="dense")
@@ -536,21 +550,32 @@ def test_E7_conditioning_noted_in_diagnostics(backend):
 
 
 def test_E8_initial_evaluation_failure_retried_then_explained(monkeypatch):
+    import mixedblup.ai_reml as ai
+    import mixedblup.mme as mme
+
     data = one_way(seed=2)
-    real = est.profiled_criterion
+    real = mme.factorize
     calls = {"n": 0}
 
-    def first_fails(*args, **kwargs):
+    def first_two_fail(*args, **kwargs):
+        # AI-REML's first factorisation and the criterion at the start both fail
         calls["n"] += 1
-        if calls["n"] == 1:
+        if calls["n"] <= 2:
             raise EstimationError("simulated failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(est, "profiled_criterion", first_fails)
+    for module in (mme, ai):
+        monkeypatch.setattr(module, "factorize", first_two_fail)
     res = mb.fit("y ~ 1 + (1|g)", data)  # one rescaled retry
-    assert res.optimizer.converged
-    monkeypatch.setattr(est, "profiled_criterion",
-                        lambda *a, **k: (_ for _ in ()).throw(EstimationError("always")))
+    assert res.optimizer.converged and res.optimizer.theta_start[0] == pytest.approx(0.1)
+    ref = mb.fit("y ~ 1 + (1|g)", data, backend="dense")
+    assert res.optimizer.criterion == pytest.approx(ref.optimizer.criterion, abs=1e-8)
+
+    def always(*args, **kwargs):
+        raise EstimationError("always")
+
+    for module in (mme, ai):
+        monkeypatch.setattr(module, "factorize", always)
     with pytest.raises(EstimationError, match="cannot be evaluated at the starting values.*rescaling"):
         mb.fit("y ~ 1 + (1|g)", data)
 
