@@ -276,7 +276,8 @@ def results_summary(res: MixedModelResults) -> Summary:
         dropped = list(res.fixed_effects.index[res.fixed_effects["dropped"]])
         notes.append(f"Rank deficient fixed effects dropped: {', '.join(dropped)}.")
     if len(res.dropped_rows):
-        notes.append(f"{len(res.dropped_rows)} row(s) with missing values were dropped.")
+        why = "missing values or zero weights" if res._design.weights is not None else "missing values"
+        notes.append(f"{len(res.dropped_rows)} row(s) dropped for {why} (listed in result.dropped_rows).")
     for _, d in res.diagnostics.iterrows():
         notes.append(f"[{d['level']}] {d['message']}")
     # inference computed on first use (the fixed-effect table above): why df may be missing

@@ -106,6 +106,8 @@ def test_A1_zero_silent_row_drops(df):
     assert sorted(res.dropped_rows) == [100, 110, 120, 125, 130, 140]
     assert counted == len(res.dropped_rows) == len(data) - res.nobs
     assert any("missing_code=-9 matched 1 value(s)" in str(w.message) for w in caught)
+    assert "6 row(s) dropped for missing values or zero weights (listed in result.dropped_rows)" \
+        in res.summary().as_text()
 
 
 def test_A2_nan_in_unused_column_changes_nothing(df):
