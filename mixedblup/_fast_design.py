@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["FAST_FIXED_MIN_COLUMNS", "FastModelSpec", "fast_fixed"]
+__all__ = ["FAST_FIXED_MIN_COLUMNS", "FastModelSpec", "covers", "fast_fixed"]
 
 #: Fixed parts with fewer (estimated) columns go through formulaic as before.
 FAST_FIXED_MIN_COLUMNS = 100
@@ -119,6 +119,16 @@ def _parse(formula: str, frame: pd.DataFrame, context: Mapping[str, Any]) -> lis
                 return None
         out.append(_Term(term, categorical, numeric, False))
     return out
+
+
+def covers(formula: str, frame: pd.DataFrame, context: Mapping[str, Any] | None = None) -> bool:
+    """Whether :func:`fast_fixed` builds ``formula``'s fixed part (plain factors and covariates).
+
+    Cheap (the formula is parsed, no column is encoded): the design stage's size guard uses
+    it, because the fast path builds even a fixed part with hundreds of thousands of
+    columns in ``O(n)``.
+    """
+    return _parse(formula, frame, dict(context or {})) is not None
 
 
 def _tiny_frame(frame: pd.DataFrame, columns: list[str], levels: Mapping[str, list[Any]]) -> pd.DataFrame:

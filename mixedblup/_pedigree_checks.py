@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._arrays import distinct, distinct_codes
 from .errors import DataError, PedigreeError, PedigreeFixWarning, preview
 from .labels import label_to_str, normalize_labels
 
@@ -285,7 +286,7 @@ def ingest(
     is_animal[-1] = True
     suspicious = []
     for role, pc in (("sire", sc), ("dam", dc)):
-        strangers = np.unique(pc[~is_animal[pc]])
+        strangers = distinct(pc[~is_animal[pc]])
         looks = [k for k in strangers.tolist() if UNKNOWN_LIKE.match(uniq[k])]
         for k in looks:
             where = pc == k
@@ -540,7 +541,7 @@ def ingest(
             warnings.warn(text, PedigreeFixWarning, stacklevel=3)
 
     # C12: most parents not found among the animals: IDs probably changed type or format
-    used = np.unique(np.concatenate([sc[sc >= 0], dc[dc >= 0]]))
+    used = distinct_codes(np.concatenate([sc[sc >= 0], dc[dc >= 0]]), nu + 1)
     unlisted = used[~is_animal[used]]
     if used.size >= 20 and unlisted.size > max_unlisted * used.size:
         ids_show = uniq[idc[: min(m, 5)]].tolist()
@@ -649,7 +650,7 @@ def ingest(
 def _leading_zero_check(uniq: np.ndarray, idc: np.ndarray, sc: np.ndarray, dc: np.ndarray,
                         rows: np.ndarray, id: str, sire: str, dam: str) -> None:
     """C12: raise if two IDs (animals or parents) differ only by leading zeros."""
-    used = np.unique(np.concatenate([idc, sc[sc >= 0], dc[dc >= 0]]))
+    used = distinct_codes(np.concatenate([idc, sc[sc >= 0], dc[dc >= 0]]), len(uniq))
     labels = pd.Series(uniq[used], index=used, dtype=object)
     zero = labels.str.startswith("0") & (labels.str.len() > 1)
     if not zero.any():

@@ -56,6 +56,8 @@ MEMORY_LIMIT = 4e9
 
 #: Most fixed-effect columns ``fit`` builds without ``allow_large=True`` (A19): formulaic
 #: needs about 1 kB and 1 ms per column, so 10^7 columns of an interaction would take days.
+#: A fixed part of plain factors and covariates (built by :mod:`mixedblup._fast_design`,
+#: linear in the rows) is not limited.
 MAX_FIXED_COLUMNS = 200_000
 
 
@@ -595,11 +597,14 @@ def estimate_memory(spec: FormulaSpec, frame: pd.DataFrame,
     return x_bytes + xtx + xtz + z_bytes, parts
 
 
-def _guard_memory(spec: FormulaSpec, frame: pd.DataFrame, levels: Mapping[str, pd.Index | None]) -> None:
+def _guard_memory(spec: FormulaSpec, frame: pd.DataFrame, levels: Mapping[str, pd.Index | None],
+                  context: Mapping[str, Any]) -> None:
+    from ._fast_design import covers
+
     need, parts = estimate_memory(spec, frame, levels)
     p = int(parts["p"])
     problems = pd.DataFrame({"part": list(parts), "value": [str(v) for v in parts.values()]})
-    if p > MAX_FIXED_COLUMNS:
+    if p > MAX_FIXED_COLUMNS and not covers(spec.fixed, frame, context):  # the fast path builds X in O(n)
         raise ResourceError(
             f"the fixed part would have about {p:,} columns (the widest term is {parts['widest']}), more "
             f"than the limit of {MAX_FIXED_COLUMNS:,} (about {need / 1e9:.3g} GB and hours to build); an "
@@ -913,9 +918,9 @@ def build_design(
         both = zero_rows.append(dropped)
         dropped = data.index[data.index.isin(both)] if data.index.is_unique else both
     frame = _drop_unused_categories(frame)
-    if not allow_large:
-        _guard_memory(spec, frame, dict(levels or {}))
     context = formula_context()
+    if not allow_large:
+        _guard_memory(spec, frame, dict(levels or {}), context)
     y = _response(frame, spec, context)
     X, fixed_names, kept, fixed_spec = _fixed(frame, spec, context, rank_deficient)
     if len(y) <= X.shape[1]:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._arrays import distinct
 from ._logging import progress_log
 from .covariance import BoundCovariance, Identity, PedigreeCovariance
 from .design import Design
@@ -267,11 +268,12 @@ def _contemporary_groups(design: Design, data: pd.DataFrame | None, t_i: int, an
         sigma = float(np.atleast_2d(sigmas[j])[0, 0])
         if not sigma > 0:
             continue
-        pairs = np.unique(codes * (int(animal_pos.max()) + 1) + animal_pos)
-        if pe is None and len(pairs) == len(np.unique(codes)):  # nested in animals
+        pairs = distinct(codes * (int(animal_pos.max()) + 1) + animal_pos)
+        n_levels = distinct(codes).size
+        if pe is None and len(pairs) == n_levels:  # nested in animals
             pe = sigma
             continue
-        candidates.append((int(np.unique(codes).size), codes, sigma))
+        candidates.append((int(n_levels), codes, sigma))
     if data is not None:
         for _label, cols, factors in fixed_terms(design):
             if len(factors) != 1 or len(cols) < 2:

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._arrays import distinct
 from ._pedigree_checks import ingest, loop_error
 from ._pedigree_kernels import inbreeding_indirect, inbreeding_indirect_packed
 from .errors import PedigreeError, preview
@@ -1046,11 +1047,11 @@ class Pedigree:
     def _ancestors_closed(self, want: np.ndarray) -> np.ndarray:
         """Sorted positions of ``want`` and all their ancestors."""
         mark = np.zeros(len(self), dtype=bool)
-        frontier = np.unique(want)
+        frontier = distinct(want)
         while frontier.size:
             mark[frontier] = True
             par = np.concatenate([self.sire_pos[frontier], self.dam_pos[frontier]])
-            par = np.unique(par[par >= 0])
+            par = distinct(par[par >= 0])
             frontier = par[~mark[par]]
         return np.flatnonzero(mark)
 

@@ -369,6 +369,21 @@ def test_A19_resource_guard_huge_interaction_refused_before_building(df, monkeyp
     assert res.nobs == len(df)
 
 
+def test_A19_wide_plain_factor_is_not_refused(monkeypatch):
+    """A plain factor is built in O(n) by the fast path: its width is no reason to refuse
+    (herd-years of a national evaluation); an interaction of the same width still is."""
+    rng = np.random.default_rng(1)
+    n = 600
+    data = pd.DataFrame({"y": rng.normal(size=n), "hy": [f"h{i % 150}" for i in range(n)],
+                         "a": [f"a{i % 15}" for i in range(n)], "b": [f"b{i % 10}" for i in rng.permutation(n)],
+                         "g": [f"g{i % 20}" for i in range(n)]})
+    monkeypatch.setattr(design_module, "MAX_FIXED_COLUMNS", 100)
+    res = mb.fit("y ~ 0 + hy + (1|g)", data, variances={"g": 1.0, "residual": 1.0})
+    assert res.fixed_effects.shape[0] == 150
+    with pytest.raises(mb.ResourceError, match="the fixed part would have about 151 columns"):
+        mb.fit("y ~ a:b + (1|g)", data, variances={"g": 1.0, "residual": 1.0})
+
+
 def test_A19_other_dense_builders_are_guarded():
     # dense relationship matrix from a pedigree: refused above max_size GB, nothing allocated
     n = 40_000
