@@ -5,6 +5,7 @@
     python benchmarks/run_all.py --full          # adds 10^7 animals and slow alternatives
     python benchmarks/run_all.py --only classic insteval --skip lme4
     python benchmarks/run_all.py --save          # also benchmarks/results/latest.* and docs/img/scaling.png
+    python benchmarks/run_all.py --only pcg_1e7 --full --update "after a fix"   # re-measure rows of latest.*
     python benchmarks/run_all.py --list
 
 The table has one row per problem, with every target of the issues (3: pedigree build;
@@ -326,6 +327,21 @@ def machine() -> str:
             f"numpy {numpy.__version__}, scipy {scipy.__version__}, mixedblup {version}")
 
 
+def _merged(meta: dict, path: Path, note: str) -> dict:
+    """The recorded run at ``path`` with the rows of ``meta`` replacing theirs (``--update``)."""
+    old = json.loads(path.read_text())
+    fresh = {row["problem"]: row for row in meta["rows"]}
+    known = {row["problem"] for row in old["rows"]}
+    rows = [fresh.get(row["problem"], row) for row in old["rows"]]
+    rows += [row for name, row in fresh.items() if name not in known]
+    before = old.get("supplement") or {}
+    names = list(dict.fromkeys(before.get("problems", []) + list(fresh)))
+    if before.get("note"):
+        note = f"{before['note']} ({before.get('date', '')[:16]}); {note}"
+    return {**old, "rows": rows,
+            "supplement": {"date": meta["date"], "problems": names, "note": note, "machine": meta["machine"]}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="also the 10^7-animal problems and slow alternatives")
@@ -346,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the problems and exit")
     parser.add_argument("--save", action="store_true",
                         help="write benchmarks/results/latest.json and .md and the scaling plot docs/img/scaling.png")
+    parser.add_argument("--update", metavar="NOTE",
+                        help="replace only the rows run here in benchmarks/results/latest.* (the others are "
+                             "kept), recorded with this note and the date as the run's supplement; redraws "
+                             "the scaling plot")
     parser.add_argument("--worker", nargs=2, metavar=("PROBLEM", "TOOL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -436,7 +456,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(meta, indent=1))
     if args.markdown:
         args.markdown.write_text(render(rows, "markdown") + "\n")
-    if args.save:
+    if args.update:
+        meta = _merged(meta, HERE / "results" / "latest.json", args.update)
+        rows = meta["rows"]
+    if args.save or args.update:
         results = HERE / "results"
         results.mkdir(exist_ok=True)
         (results / "latest.json").write_text(json.dumps(meta, indent=1))
