@@ -329,7 +329,7 @@ def fit(
     bound = [covs.structures[t.name].bind(t.levels) for t in design.terms]
     diagnostics = run_checks(design, bound, check_levels, estimating=not held.complete, data=data)
     cp = cross_products(design, bound)
-    residual_variances = None
+    residual_variances, varpar = None, None
     n_cov = sum(t.k * (t.k + 1) // 2 if t.term.correlated else t.k for t in design.terms) + 1
     if general:
         from .estimate import fit_variance_components
@@ -351,6 +351,9 @@ def fit(
         sigmas, residual, cp = vfit.sigmas, vfit.residual, vfit.cp
         known, optimizer, vc_cov = vfit.known, vfit.optimizer, vfit.vc_covariance
         residual_variances, n_cov = vfit.residual_variances, vfit.n_cov_params
+        varpar = vfit.varpar  # Satterthwaite's information in the free components (one Hessian)
+        if residual_variances is not None:  # the equations at the reported variances, as load() rebuilds them
+            cp = grouped.at(np.array(list(residual_variances.values()), dtype=float) / residual)
     elif variances is None:
         from .estimate import estimate_variances
 
@@ -382,5 +385,5 @@ def fit(
         solution=sol, sigmas=sigmas, residual=residual, minus_two_ll=m2ll, n_cov_params=n_cov,
         diagnostics=diagnostics, covariance_kinds=[b.kind for b in bound], optimizer=optimizer,
         vc_covariance=vc_cov, data=data, structures=[covs.structures[t.name] for t in design.terms],
-        backend=backend, residual_variances=residual_variances,
+        backend=backend, residual_variances=residual_variances, varpar=varpar,
     )

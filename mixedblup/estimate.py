@@ -583,6 +583,10 @@ class VarianceFit:
         Whether every component was given.
     held : tuple of str
         Names of the held components (``"Residual"`` or ``"Residual:<class>"`` for residuals).
+    varpar : VarParInfo or None
+        The information behind ``vc_covariance`` (Hessian of ``-2 log L`` in the free
+        components and the derivatives of ``var(beta_hat)`` in them), for Satterthwaite's
+        df (:func:`_component_info`); ``None`` when nothing was estimated.
     """
 
     sigmas: list[np.ndarray]
@@ -594,6 +598,7 @@ class VarianceFit:
     n_cov_params: int
     known: bool
     held: tuple[str, ...]
+    varpar: Any = None
 
 
 def variance_labels(design: Design, residual_levels: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
@@ -708,14 +713,39 @@ class _Criterion:
 
     def at_components(self, sigmas: Sequence[np.ndarray], rvars: np.ndarray) -> float:
         """Unprofiled ``-2 log L`` at absolute components (residual variance per class)."""
+        return self.components_parts(sigmas, rvars, want_vcov=False)[0]
+
+    def components_parts(self, sigmas: Sequence[np.ndarray], rvars: np.ndarray,
+                         want_vcov: bool = True) -> tuple[float, np.ndarray | None]:
+        """Unprofiled ``-2 log L`` and ``var(beta_hat)`` at absolute components.
+
+        Parameters
+        ----------
+        sigmas : sequence of numpy.ndarray
+            ``Sigma_t`` of every term.
+        rvars : numpy.ndarray
+            Residual variance of every class (one value without classes).
+        want_vcov : bool
+            Also return ``var(beta_hat) = sigma^2 C^-1[:p, :p]`` (``p`` more solves).
+
+        Returns
+        -------
+        (float, numpy.ndarray or None)
+            ``inf`` and ``None`` when a residual variance is not positive.
+        """
         rvars = np.asarray(rvars, dtype=float)
         if not np.all(rvars > 0):
-            return np.inf
+            return np.inf, None
         s2 = float(rvars[self.ref])
         rho = rvars / s2
         lambdas = [relative_factor(s, s2) for s in sigmas]
         cp, sol, dof, logdet = self.solve(lambdas, rho)
-        return float(dof * np.log(2 * np.pi * s2) + logdet + sol.logdet_K - cp.log_w + sol.pwrss / s2)
+        value = float(dof * np.log(2 * np.pi * s2) + logdet + sol.logdet_K - cp.log_w + sol.pwrss / s2)
+        if not want_vcov:
+            return value, None
+        from .inference import _c11
+
+        return value, _c11(sol.factor, cp.p) * s2
 
 
 def _start_s2(crit: _Criterion, x0: np.ndarray, s2: float, rounds: int = 6) -> float:
@@ -901,19 +931,35 @@ def fit_variance_components(cp: CrossProducts, design: Design, held, *, grouped=
         boundary=tuple(on_boundary), message=message, seconds=time.perf_counter() - t0,
         parameters=tuple(crit.names()), held=held_names,
     )
-    vc_cov = None
+    vc_cov, info = None, None
     if standard_errors:
-        vc_cov = _held_vc_covariance(crit, design, sigmas, rvars, on_boundary,
-                                     None if not with_classes else levels)
+        info, vc_cov = _component_info(crit, design, sigmas, rvars, on_boundary, None if not with_classes else levels)
     free_terms = [i for i in range(len(design.terms)) if i not in held.terms]
     n_cov = sum(n_params[i] for i in free_terms) + sum(lab not in held.residual for lab in levels)
     return VarianceFit(sigmas, float(s2), dict(zip(levels, rvars.tolist())) if with_classes else None,
-                       final["cp"], summary, vc_cov, int(n_cov), False, held_names)
+                       final["cp"], summary, vc_cov, int(n_cov), False, held_names, info)
 
 
-def _held_vc_covariance(crit: _Criterion, design: Design, sigmas: Sequence[np.ndarray], rvars: np.ndarray,
-                        boundary: Sequence[str], levels: Sequence[str] | None) -> np.ndarray:
-    """``2 H^-1`` of ``-2 log L`` in the estimated components (held and boundary ones: NaN)."""
+def _component_info(crit: _Criterion, design: Design, sigmas: Sequence[np.ndarray], rvars: np.ndarray,
+                    boundary: Sequence[str], levels: Sequence[str] | None) -> tuple[Any, np.ndarray]:
+    """The variance-parameter information of a general fit, in its free components.
+
+    The parameters are the estimated components themselves (variances, covariances and
+    residual variances on their own scale; held components and terms on the boundary
+    are constants): ``H`` is the Hessian of the unprofiled ``-2 log L`` in them and
+    ``dC/dv`` the derivatives of ``C = var(beta_hat)``, both by Richardson-extrapolated
+    central differences (:func:`mixedblup.inference.varpar_info_at`).  ``2 H^-1`` is the
+    covariance of the components, and the same information gives Satterthwaite's df
+    (invariant to the parametrisation at the optimum).
+
+    Returns
+    -------
+    (VarParInfo or None, numpy.ndarray)
+        The information (``None`` when nothing is free) and the covariance of every
+        component (rows of :func:`variance_labels`; held and boundary ones NaN).
+    """
+    from .inference import component_names, varpar_info_at
+
     labels = variance_labels(design, levels)
     n_terms_vec = len(vc_labels(design)) - 1
     x0 = np.concatenate([_vc_vector(design, sigmas, 0.0)[:-1], rvars])
@@ -924,50 +970,34 @@ def _held_vc_covariance(crit: _Criterion, design: Design, sigmas: Sequence[np.nd
             free[j] = term_index[group] not in crit.held.terms and group not in boundary
         else:
             free[j] = crit.levels[j - n_terms_vec] not in crit.held.residual
-    h = np.empty_like(x0)
+    scale = np.empty_like(x0)
     for i, (group, t1, t2) in enumerate(labels):
         if t2 == "":
-            h[i] = 2e-3 * abs(x0[i])
+            scale[i] = abs(x0[i])
         else:
-            vi, vj = x0[labels.index((group, t1, ""))], x0[labels.index((group, t2, ""))]
-            h[i] = 2e-3 * np.sqrt(abs(vi * vj))
-    h = np.where(h > 0, h, 1e-8)
-
-    def f(x: np.ndarray) -> float:
-        full = np.concatenate([x[:n_terms_vec], [1.0]])
-        s, _ = _vc_unpack(design, full)
-        try:
-            return crit.at_components(s, x[n_terms_vec:])
-        except EstimationError:
-            return np.inf
-
+            scale[i] = np.sqrt(abs(x0[labels.index((group, t1, ""))] * x0[labels.index((group, t2, ""))]))
     idx = np.nonzero(free)[0]
     cov = np.full((len(x0), len(x0)), np.nan)
     if not len(idx):
-        return cov
-    f0 = f(x0)
-    m = len(idx)
-    H = np.zeros((m, m))
-    for a in range(m):
-        i = idx[a]
-        ei = np.zeros_like(x0)
-        ei[i] = h[i]
-        H[a, a] = (f(x0 + ei) - 2 * f0 + f(x0 - ei)) / h[i] ** 2
-        for b in range(a + 1, m):
-            j = idx[b]
-            ej = np.zeros_like(x0)
-            ej[j] = h[j]
-            H[a, b] = H[b, a] = (f(x0 + ei + ej) - f(x0 + ei - ej) - f(x0 - ei + ej) + f(x0 - ei - ej)) / (
-                4 * h[i] * h[j])
+        return None, cov
+
+    def parts(v: np.ndarray, want_vcov: bool) -> tuple[float, np.ndarray | None]:
+        x = x0.copy()
+        x[idx] = v
+        s, _ = _vc_unpack(design, np.concatenate([x[:n_terms_vec], [1.0]]))
+        try:
+            return crit.components_parts(s, x[n_terms_vec:], want_vcov)
+        except EstimationError:
+            return np.inf, None
+
+    names = component_names(labels)
     try:
-        if np.all(np.isfinite(H)):
-            sub = 2.0 * np.linalg.inv(H)
-            if np.all(np.diag(sub) > 0):
-                cov[np.ix_(idx, idx)] = sub
-            else:
-                _hessian_warning(H, [labels[i] for i in idx])
-        else:
-            _hessian_warning(H, [labels[i] for i in idx])
-    except np.linalg.LinAlgError:
-        _hessian_warning(H, [labels[i] for i in idx])
-    return cov
+        info = varpar_info_at(parts, x0[idx], np.where(scale[idx] > 0, scale[idx], 1.0), [names[i] for i in idx])
+    except EstimationError:
+        _hessian_warning(np.full((len(idx), len(idx)), np.nan), [labels[i] for i in idx])
+        return None, cov
+    if info.positive_definite:
+        cov[np.ix_(idx, idx)] = info.vcov
+    else:
+        _hessian_warning(info.hessian, [labels[i] for i in idx])
+    return info, cov

@@ -17,7 +17,9 @@ Derivatives are central differences with Richardson extrapolation.  With known
 
 The same Hessian ``H`` gives the covariance of the variance components by the delta
 method (:func:`variance_component_vcov`): one information matrix for Satterthwaite and
-for the standard errors.  Profile-likelihood intervals (:func:`profile_confint`) cover
+for the standard errors.  Fits with held components or residual classes use the
+estimated components themselves as parameters (:func:`varpar_info_at`; held components
+are constants), and fixed genetic groups count in ``p`` as in estimation.  Profile-likelihood intervals (:func:`profile_confint`) cover
 every variance, covariance, correlation, the residual variance and variance ratios.
 """
 
@@ -116,12 +118,17 @@ def _jacobian(g: Callable[[np.ndarray], np.ndarray], x: np.ndarray, h: np.ndarra
 # --------------------------------------------------------------------------- variance parameters
 @dataclass(frozen=True)
 class VarParInfo:
-    """The variance parameters ``(theta, sigma)`` and the derivatives Satterthwaite needs.
+    """The variance parameters and the derivatives Satterthwaite needs.
+
+    The parameters are ``(theta, sigma)`` (:func:`varpar_info`), or for fits with held
+    components or residual classes the estimated components themselves
+    (:func:`varpar_info_at`).
 
     Attributes
     ----------
     names : tuple of str
-        ``theta[term:row,col]`` ... and ``sigma``.
+        ``theta[term:row,col]`` ... and ``sigma`` (or ``var(...)``, ``cov(...)``,
+        ``var(Residual:<class>)``).
     params : numpy.ndarray
         Their values at the estimates.
     hessian : numpy.ndarray
@@ -199,21 +206,22 @@ def deviance_and_vcov(cp: CrossProducts, design: Design, x: np.ndarray, reml: bo
 
 
 def _theta_parts(cp: CrossProducts, design: Design, theta: np.ndarray, reml: bool, backend: str,
-                 want_c11: bool) -> tuple[float, float, np.ndarray | None]:
-    """``L(theta)`` (log-determinants), ``P(theta)`` (pwrss) and optionally ``C1(theta) = C^-1[:p, :p]``.
+                 want_c11: bool) -> tuple[int, float, float, np.ndarray | None]:
+    """``dof``, ``L(theta)`` (log-determinants), ``P(theta)`` (pwrss) and optionally ``C1(theta) = C^-1[:p, :p]``.
 
     ``-2 log L(theta, sigma) = a + dof log sigma^2 + L(theta) + P(theta) / sigma^2`` and
     ``var(beta_hat) = sigma^2 C1(theta)``, so every derivative in ``sigma`` is analytic.
+    ``dof`` and ``L`` are those of the estimation criterion
+    (:func:`mixedblup.estimate._criterion_logdet`: levels that are fixed effects inside a
+    random term -- genetic groups fitted as fixed -- count in ``p``).
     """
-    from .estimate import ThetaMap
+    from .estimate import ThetaMap, _criterion_logdet
 
-    sol = solve_mme(cp, ThetaMap.for_design(design).lambdas(theta), backend)
-    p = cp.p
-    c11 = _c11(sol.factor, p) if (want_c11 or not reml) else None
-    logdet = sol.logdet_K + sol.logdet_C
-    if not reml:
-        logdet += float(np.linalg.slogdet(c11)[1]) if p else 0.0  # minus log|C11^-1|
-    return float(logdet), float(sol.pwrss), c11
+    lambdas = ThetaMap.for_design(design).lambdas(theta)
+    sol = solve_mme(cp, lambdas, backend)
+    dof, logdet = _criterion_logdet(cp, sol, lambdas, reml)
+    c11 = _c11(sol.factor, cp.p) if want_c11 else None
+    return dof, float(logdet + sol.logdet_K), float(sol.pwrss), c11
 
 
 def varpar_info(cp: CrossProducts, design: Design, theta: np.ndarray, residual: float, reml: bool,
@@ -243,31 +251,30 @@ def varpar_info(cp: CrossProducts, design: Design, theta: np.ndarray, residual: 
     theta = np.asarray(theta, dtype=float)
     sigma = float(np.sqrt(residual))
     m = len(theta)
-    dof = cp.n - cp.p if reml else cp.n
-    cache: dict[tuple[float, ...], tuple[float, float, np.ndarray | None]] = {}
+    cache: dict[tuple[float, ...], tuple[int, float, float, np.ndarray | None]] = {}
 
-    def parts(t: np.ndarray, want_c11: bool = False) -> tuple[float, float, np.ndarray | None]:
+    def parts(t: np.ndarray, want_c11: bool = False) -> tuple[int, float, float, np.ndarray | None]:
         key = tuple(np.round(t, 15))
         hit = cache.get(key)
-        if hit is None or (want_c11 and hit[2] is None):
+        if hit is None or (want_c11 and hit[3] is None):
             hit = _theta_parts(cp, design, t, reml, backend, want_c11)
             cache[key] = hit
         return hit
 
     def F(t: np.ndarray) -> float:
-        L_, P_, _ = parts(t)
+        _, L_, P_, _ = parts(t)
         return L_ + P_ / sigma ** 2
 
     h_all = _steps(theta, groups[:-1], STEP) if m else np.zeros(0)
-    _, P0, C1 = parts(theta, True)
+    dof, _, P0, C1 = parts(theta, True)
     H = np.zeros((m + 1, m + 1))
     J = np.zeros((m + 1, cp.p, cp.p))
     if m:
         def P_of(t: np.ndarray) -> float:
-            return parts(t)[1]
+            return parts(t)[2]
 
         def C1_of(t: np.ndarray) -> np.ndarray:
-            return parts(t, True)[2]
+            return parts(t, True)[3]
 
         # the derivatives of C1 first: the Hessian's axis points are the same, taken from the cache
         J[:m] = _jacobian(C1_of, theta, h_all) * sigma ** 2
@@ -276,14 +283,86 @@ def varpar_info(cp: CrossProducts, design: Design, theta: np.ndarray, residual: 
         H[:m, :m] = _hessian(F, theta, h_all)
     H[m, m] = -2.0 * dof / sigma ** 2 + 6.0 * P0 / sigma ** 4
     J[m] = 2.0 * sigma * C1
+    A, pd_ok = _information_inverse(H)
+    return VarParInfo(tuple(names), np.concatenate([theta, [sigma]]), (H + H.T) / 2, A, J, pd_ok)
+
+
+def _information_inverse(H: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``A = 2 H^-1`` of a symmetrised Hessian, and whether ``H`` is positive definite (NaN if not)."""
     H = (H + H.T) / 2
     try:
         eig = np.linalg.eigvalsh(H)
-        pd_ok = bool(eig.min() > 1e-10 * max(abs(eig.max()), 1.0))
+        pd_ok = bool(np.isfinite(eig).all() and eig.min() > 1e-10 * max(abs(eig.max()), 1.0))
     except np.linalg.LinAlgError:
         pd_ok = False
-    A = 2.0 * np.linalg.inv(H) if pd_ok else np.full(H.shape, np.nan)
-    return VarParInfo(tuple(names), np.concatenate([theta, [sigma]]), H, A, J, pd_ok)
+    return (2.0 * np.linalg.inv(H) if pd_ok else np.full(H.shape, np.nan)), pd_ok
+
+
+def varpar_info_at(parts: Callable[[np.ndarray, bool], tuple[float, np.ndarray | None]], x: np.ndarray,
+                   scale: np.ndarray, names: Sequence[str]) -> VarParInfo:
+    """Satterthwaite's information in any parameters ``x`` from ``-2 log L`` and ``var(beta_hat)``.
+
+    Used with the free variance components as parameters (fits with held components or
+    residual classes, :func:`mixedblup.estimate._component_info`).  The Hessian of
+    ``-2 log L`` and the derivatives of ``var(beta_hat)`` are central differences over
+    steps ``STEP * scale`` and half that, Richardson-extrapolated; the Jacobian's points
+    are the Hessian's axis points (evaluated once).
+
+    Parameters
+    ----------
+    parts : callable
+        ``parts(x, want_vcov) -> (-2 log L, var(beta_hat) or None)``.
+    x : numpy.ndarray
+        The parameters at the estimates.
+    scale : numpy.ndarray
+        Positive magnitude of every parameter (steps are relative to it).
+    names : sequence of str
+        Parameter names.
+
+    Returns
+    -------
+    VarParInfo
+    """
+    x = np.asarray(x, dtype=float)
+    cache: dict[tuple[float, ...], tuple[float, np.ndarray | None]] = {}
+
+    def at(v: np.ndarray, want_vcov: bool) -> tuple[float, np.ndarray | None]:
+        key = tuple(np.round(v, 15))
+        hit = cache.get(key)
+        if hit is None or (want_vcov and hit[1] is None):
+            hit = parts(v, want_vcov)
+            cache[key] = hit
+        return hit
+
+    def vcov_of(v: np.ndarray) -> np.ndarray:
+        C = at(v, True)[1]
+        if C is None:
+            raise EstimationError("var(beta_hat) cannot be evaluated next to the estimates")
+        return C
+
+    h = STEP * np.asarray(scale, dtype=float)
+    J = _jacobian(vcov_of, x, h)
+    H = _hessian(lambda v: at(v, False)[0], x, h)
+    A, pd_ok = _information_inverse(H)
+    return VarParInfo(tuple(names), x, (H + H.T) / 2, A, J, pd_ok)
+
+
+def component_names(labels: Sequence[tuple[str, str, str]]) -> list[str]:
+    """``var(<term>)``, ``var(<term>:<column>)``, ``cov(<term>:<c1>,<c2>)``, ``var(Residual)``
+    (``var(Residual:<class>)`` with residual classes) for ``(group, term1, term2)`` labels."""
+    ks: dict[str, int] = {}
+    for group, _t1, t2 in labels:
+        if t2 == "":
+            ks[group] = ks.get(group, 0) + 1
+    out = []
+    for group, t1, t2 in labels:
+        if group == "Residual":
+            out.append(f"var(Residual:{t1})" if t1 else "var(Residual)")
+        elif t2 == "":
+            out.append(f"var({group})" if ks[group] == 1 else f"var({group}:{t1})")
+        else:
+            out.append(f"cov({group}:{t1},{t2})")
+    return out
 
 
 def components_jacobian(design: Design, params: np.ndarray) -> np.ndarray:
@@ -391,6 +470,15 @@ def results_varpar(res: MixedModelResults) -> tuple[VarParInfo | None, list[str]
     """
     if res.variances_known or not res._design.terms:
         return None, []
+    if general_fit(res):
+        info = _general_varpar(res)
+        if info is None:
+            return None, [("Satterthwaite df unavailable: the information in the estimated components could "
+                           "not be computed")]
+        notes = [] if info.positive_definite else [
+            ("the Hessian of the criterion in the estimated components is not positive definite; "
+             "Satterthwaite df are NaN and tests fall back to z")]
+        return info, notes
     design = res._design
     theta = getattr(res.optimizer, "theta", None)
     from .estimate import ThetaMap
@@ -416,6 +504,56 @@ def results_varpar(res: MixedModelResults) -> tuple[VarParInfo | None, list[str]
 
         _hessian_warning(info.hessian, list(info.names))  # E6: said, not only recorded
     return info, notes
+
+
+def general_fit(res: MixedModelResults) -> bool:
+    """Whether a fit came from the general estimation path (held components or residual classes)."""
+    return bool(getattr(res.optimizer, "held", ())) or res._design.residual_groups is not None
+
+
+def held_components(res: MixedModelResults) -> np.ndarray:
+    """Mask of the rows of ``res.variance_components`` held at given values (``fixed_variances=``)."""
+    held = set(getattr(res.optimizer, "held", ()) or ())
+    vc = res.variance_components
+    out = []
+    for group, t1 in zip(vc["group"], vc["term1"]):
+        name = (f"Residual:{t1}" if t1 else "Residual") if group == "Residual" else group
+        out.append(name in held)
+    return np.array(out, dtype=bool)
+
+
+def _general_varpar(res: MixedModelResults) -> VarParInfo | None:
+    """The information of a general fit rebuilt from the results (a fit read by ``load``).
+
+    ``fit`` hands over the information its estimation computed
+    (:attr:`~mixedblup.estimate.VarianceFit.varpar`); this rebuilds the same criterion
+    (held components and residual classes as fitted) for results that lack it.
+    """
+    from .estimate import _component_info, _Criterion
+    from .variances import HeldVariances
+
+    design, cp = res._design, res._cp
+    vc = res.variance_components
+    rgroups = design.residual_groups
+    levels = ("",) if rgroups is None else tuple(str(x) for x in rgroups.levels)
+    rvars = vc.loc[vc["group"] == "Residual", "estimate"].to_numpy(dtype=float)
+    held_rows = held_components(res)
+    names = [t.name for t in design.terms]
+    held_terms = {i: np.asarray(res._sigmas[i]) for i, name in enumerate(names)
+                  if name in set(res.optimizer.held)}
+    is_res = (vc["group"] == "Residual").to_numpy()
+    held_res = {lab: float(v) for lab, v, h in zip(levels, rvars, held_rows[is_res]) if h}
+    held = HeldVariances(held_terms, held_res, len(names), levels)
+    grouped = None
+    if rgroups is not None:
+        from .residual_groups import residual_group_cross_products
+
+        grouped = residual_group_cross_products(design, cp.covariances)
+        cp = grouped.base
+    crit = _Criterion(cp, design, held, grouped, res.method == "REML", res._backend)
+    info, _ = _component_info(crit, design, list(res._sigmas), rvars, tuple(res.optimizer.boundary),
+                              None if rgroups is None else levels)
+    return info
 
 
 # --------------------------------------------------------------------------- contrasts
@@ -593,6 +731,8 @@ def anova(res: MixedModelResults, type: str = "III", ddf: str = "Satterthwaite")
     beta = res._solution.beta
     C = res.vcov_fixed.to_numpy()
     info = _info_for(res, ddf)
+    if ddf == "Kenward-Roger" and not res.variances_known:
+        _kenward_roger_supported(res)
     if kind == "I":
         U = _doolittle_upper(res._cp.XtX)
     rows = []
@@ -611,6 +751,19 @@ def anova(res: MixedModelResults, type: str = "III", ddf: str = "Satterthwaite")
                         columns=["sum_sq", "mean_sq", "num_df", "den_df", "statistic", "p_value"])
 
 
+def _kenward_roger_supported(res: MixedModelResults) -> None:
+    """Refuse Kenward-Roger where its variance parametrisation does not describe the fit."""
+    from .mme import fixed_level_equations
+
+    if general_fit(res):
+        raise MixedBlupError("Kenward-Roger is not implemented for fits with held components "
+                             "(fixed_variances=) or residual classes (residual_groups=); use "
+                             "ddf='Satterthwaite'")
+    if len(fixed_level_equations(res._cp)):
+        raise MixedBlupError("Kenward-Roger is not implemented with genetic groups fitted as fixed effects; "
+                             "use ddf='Satterthwaite'")
+
+
 def _info_for(res: MixedModelResults, ddf: str) -> VarParInfo | None:
     if ddf == "none" or res.variances_known:
         return None
@@ -618,16 +771,51 @@ def _info_for(res: MixedModelResults, ddf: str) -> VarParInfo | None:
 
 
 # --------------------------------------------------------------------------- ratios (delta method)
-def _component_row(vc: pd.DataFrame, key: Any) -> int:
-    """Row of the variance table named by ``key``: a term, ``(term, column)``, ``(term, c1, c2)`` or residual."""
+def _residual_key(key: Any) -> tuple[bool, str | None]:
+    """Whether ``key`` names a residual variance, and the class it names (``None``: not named).
+
+    ``"residual"``, ``"residual:<class>"`` and ``("residual", class)`` (any case).
+    """
     if isinstance(key, str):
-        if key.lower() == "residual":
-            sel = vc.index[vc["group"] == "Residual"]
-        else:
-            sel = vc.index[(vc["group"] == key) & (vc["term2"] == "")]
-            if len(sel) > 1:
-                raise KeyError(f"term {key!r} has several variances {list(vc.loc[sel, 'term1'])}; name one "
-                               f"as ({key!r}, column)")
+        head, sep, cls = key.partition(":")
+        if head.lower() == "residual":
+            return True, (cls if sep else None)
+    if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str) and key[0].lower() == "residual":
+        return True, str(key[1])
+    return False, None
+
+
+def _residual_row(vc: pd.DataFrame, cls: str | None) -> int:
+    """The ``Residual`` row of class ``cls`` (``None``: the only residual variance)."""
+    rows = vc.index[vc["group"] == "Residual"]
+    classes = [str(c) for c in vc.loc[rows, "term1"]]
+    if cls is None:
+        if len(rows) == 1:
+            return int(rows[0])
+        raise KeyError(f"the model has one residual variance per class {classes}: name one as "
+                       f"'residual:<class>' or ('residual', class), e.g. 'residual:{classes[0]}'")
+    if len(rows) == 1 and classes == [""]:
+        raise KeyError(f"the model has one residual variance (no residual classes); name it 'residual', "
+                       f"not {cls!r}")
+    if cls not in classes:
+        raise KeyError(f"no residual class {cls!r}; the classes are {classes}")
+    return int(rows[classes.index(cls)])
+
+
+def _component_row(vc: pd.DataFrame, key: Any) -> int:
+    """Row of the variance table named by ``key``.
+
+    A term, ``(term, column)``, ``(term, c1, c2)``, ``"residual"``, or with residual
+    classes ``"residual:<class>"`` / ``("residual", class)``.
+    """
+    is_residual, cls = _residual_key(key)
+    if is_residual:
+        return _residual_row(vc, cls)
+    if isinstance(key, str):
+        sel = vc.index[(vc["group"] == key) & (vc["term2"] == "")]
+        if len(sel) > 1:
+            raise KeyError(f"term {key!r} has several variances {list(vc.loc[sel, 'term1'])}; name one "
+                           f"as ({key!r}, column)")
     elif isinstance(key, tuple) and len(key) in (2, 3):
         t2 = key[2] if len(key) == 3 else ""
         sel = vc.index[(vc["group"] == key[0]) & (vc["term1"] == key[1]) & (vc["term2"] == t2)]
@@ -639,8 +827,38 @@ def _component_row(vc: pd.DataFrame, key: Any) -> int:
     return int(sel[0])
 
 
+def _default_denominator(vc: pd.DataFrame, num: int, residual_class: str | None) -> list[int]:
+    """Every term variance plus the residual variance (of ``residual_class`` with classes)."""
+    terms = list(vc.index[(vc["term2"] == "") & (vc["group"] != "Residual")])
+    residual_rows = vc.index[vc["group"] == "Residual"]
+    if residual_class is None and len(residual_rows) > 1:
+        if vc.loc[num, "group"] == "Residual":  # a class's residual: that class's total variance
+            residual_class = str(vc.loc[num, "term1"])
+        else:
+            classes = [str(c) for c in vc.loc[residual_rows, "term1"]]
+            raise MixedBlupError(
+                f"the model has one residual variance per class {classes}, so the total variance "
+                f"differs by class: give residual_class= (one of {classes}; the denominator is then "
+                "every term's variance plus that class's residual variance), or list the denominator "
+                "in over= with the class's residual as 'residual:<class>'"
+            )
+    return terms + [_residual_row(vc, residual_class)]
+
+
+def _components_vcov(res: MixedModelResults) -> np.ndarray | None:
+    """``res.vcov_variance_components`` with the held components' rows and columns zero (not NaN):
+    they were given, so they contribute no uncertainty to functions of the components."""
+    if res.vcov_variance_components is None:
+        return None
+    V = res.vcov_variance_components.to_numpy().copy()
+    held = held_components(res) if general_fit(res) else np.zeros(len(V), dtype=bool)
+    V[held, :] = 0.0
+    V[:, held] = 0.0
+    return V
+
+
 def ratio_estimate(res: MixedModelResults, numerator: Any, over: Sequence[Any] | None = None,
-                   level: float = 0.95) -> pd.Series:
+                   level: float = 0.95, residual_class: str | None = None) -> pd.Series:
     """Ratio of a variance component to a sum of components, with a delta-method SE.
 
     See :meth:`MixedModelResults.ratio`.
@@ -648,7 +866,10 @@ def ratio_estimate(res: MixedModelResults, numerator: Any, over: Sequence[Any] |
     vc = res.variance_components.reset_index(drop=True)
     num = _component_row(vc, numerator)
     if over is None:
-        den = list(vc.index[vc["term2"] == ""])
+        den = _default_denominator(vc, num, None if residual_class is None else str(residual_class))
+    elif residual_class is not None:
+        raise MixedBlupError("residual_class= sets the default denominator; with over= name the class's "
+                             "residual there ('residual:<class>')")
     else:
         den = sorted({_component_row(vc, k) for k in over} | {num})
     values = vc["estimate"].to_numpy()
@@ -660,15 +881,12 @@ def ratio_estimate(res: MixedModelResults, numerator: Any, over: Sequence[Any] |
     grad[den] -= values[num] / total ** 2
     grad[num] += 1.0 / total
     se = np.nan
-    if res.vcov_variance_components is not None:
-        V = res.vcov_variance_components.to_numpy()
+    V = _components_vcov(res)
+    if V is not None:
         used = np.nonzero(grad)[0]
         sub = V[np.ix_(used, used)]
-        if np.isfinite(sub).all():
+        if np.isfinite(sub).all():  # otherwise a component on the boundary: the SE is unknown
             se = float(np.sqrt(max(grad[used] @ sub @ grad[used], 0.0)))
-        elif values[num] == 0 or not np.isfinite(V[num, num]):
-            # a component on the boundary: its own row is NaN; the ratio is 0 with unknown SE
-            se = np.nan
     z = stats.norm.ppf(0.5 + level / 2)
     name = _label(vc.loc[num])
     return pd.Series({"estimate": est, "std_error": se, "ci_lower": est - z * se, "ci_upper": est + z * se},
@@ -677,7 +895,7 @@ def ratio_estimate(res: MixedModelResults, numerator: Any, over: Sequence[Any] |
 
 def _label(row: pd.Series) -> str:
     if row["group"] == "Residual":
-        return "Residual"
+        return f"Residual:{row['term1']}" if row["term1"] else "Residual"
     return row["group"] if row["term2"] == "" and row["term1"] in ("(Intercept)",) else (
         f"{row['group']}:{row['term1']}" + (f",{row['term2']}" if row["term2"] else ""))
 
@@ -750,6 +968,14 @@ class _Profiler:
             lams.append(_chol_psd(S2) if term.term.correlated else np.diag(np.sqrt(np.clip(np.diag(S2), 0, None))))
         return np.concatenate([self.tmap.theta(lams), [np.log(self.res._residual)]])
 
+    def held_mask(self, held: set[str]) -> np.ndarray:
+        """Parameters of the components named in ``held`` (terms, ``"Residual"``): kept at their values."""
+        mask = np.zeros(self.offsets[-1] + 1, dtype=bool)
+        for t, term in enumerate(self.res._design.terms):
+            mask[self.offsets[t]: self.offsets[t + 1]] = term.name in held
+        mask[-1] = "Residual" in held
+        return mask
+
     def sigmas(self, x: np.ndarray) -> tuple[list[np.ndarray], float]:
         out = []
         for t, lam in enumerate(self.tmap.lambdas(x[:-1])):
@@ -820,6 +1046,7 @@ class _Setup:
     def __init__(self, res: MixedModelResults, target: ProfileTarget) -> None:
         if res.variances_known or res.optimizer is None:
             raise MixedBlupError("profile likelihood needs estimated variance components; these were given")
+        _profile_supported(res)
         self.target = target
         design = res._design
         kind, t, i, j = target.kind, target.term, target.i, target.j
@@ -847,6 +1074,11 @@ class _Setup:
             self.lo, self.hi = (-np.inf, np.inf) if kind == "cov" else (-1.0, 1.0)
             self.lo_ok = self.hi_ok = False
         self.x_hat = self.prof.pack()
+        held = self.prof.held_mask(set(getattr(res.optimizer, "held", ()) or ()))
+        if held[self.fixed]:
+            raise MixedBlupError(f"{target.label} is held at a given value (fixed_variances=); it has no "
+                                 "profile")
+        self.free_idx = np.nonzero(~held & (np.arange(m) != self.fixed))[0]
         self.est = self.value(self.x_hat)
         if kind == "var":
             self.scale = max(self.est, 1e-2 * res._residual)
@@ -863,7 +1095,9 @@ class _Setup:
     def embed(self, free: np.ndarray, value: float) -> np.ndarray:
         """The full parameter vector with the target at ``value``."""
         kind = self.target.kind
-        x = np.insert(np.asarray(free, dtype=float), self.fixed, 0.0)
+        x = self.x_hat.copy()  # held components keep their values
+        x[self.free_idx] = free
+        x[self.fixed] = 0.0
         if kind == "residual":
             x[self.fixed] = np.log(value) if value > 0 else -np.inf
         elif kind == "var":
@@ -899,13 +1133,13 @@ class _Setup:
     def profiled(self, value: float) -> float:
         """Minimise ``-2 log L`` over the other parameters with the target held at ``value``."""
         prof = self.prof
-        free0 = np.delete(self.x_hat, self.fixed)
+        free0 = self.x_hat[self.free_idx]
         warm = prof.warm
         # start from the better of the last solution and the estimates
         if (warm is not None and len(warm) == len(free0)
                 and prof.deviance(self.embed(warm, value)) < prof.deviance(self.embed(free0, value))):
             free0 = warm
-        lower = np.delete(np.concatenate([prof.tmap.lower, [-np.inf]]), self.fixed)
+        lower = np.concatenate([prof.tmap.lower, [-np.inf]])[self.free_idx]
         bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
         def f(free: np.ndarray) -> float:
@@ -922,8 +1156,19 @@ class _Setup:
         return float(out.fun)
 
 
+def _profile_supported(res: MixedModelResults) -> None:
+    """Refuse profiles the profiler cannot compute: one residual variance per class."""
+    if res._design.residual_groups is not None:
+        raise MixedBlupError(
+            "profile likelihood is not available with residual classes (residual_groups=): the profiler "
+            "has one residual variance; use Wald intervals (confint(method='Wald')) and delta-method "
+            "ratios (heritability(method='delta'))"
+        )
+
+
 def _profile_setup(res: MixedModelResults, what: Any) -> _Setup:
     """The profile of ``what`` (see :func:`_resolve_target`)."""
+    _profile_supported(res)
     return _Setup(res, _resolve_target(res, what))
 
 
@@ -1044,6 +1289,7 @@ def contrast_series(res: MixedModelResults, L: Any, ddf: str = "Satterthwaite") 
     if ddf == "Kenward-Roger" and not res.variances_known:
         from .kenward_roger import kenward_roger_test
 
+        _kenward_roger_supported(res)
         test = kenward_roger_test(res, L)
     else:
         test = contrast_test(beta, C, L, _info_for(res, ddf))
@@ -1060,17 +1306,7 @@ def contrast_series(res: MixedModelResults, L: Any, ddf: str = "Satterthwaite") 
 
 
 def _vc_names(vc: pd.DataFrame, design: Design) -> list[str]:
-    ks = {t.name: t.k for t in design.terms}
-    out = []
-    for _, row in vc.iterrows():
-        if row["group"] == "Residual":
-            out.append("var(Residual)")
-        elif row["term2"] == "":
-            out.append(f"var({row['group']})" if ks.get(row["group"], 1) == 1
-                       else f"var({row['group']}:{row['term1']})")
-        else:
-            out.append(f"cov({row['group']}:{row['term1']},{row['term2']})")
-    return out
+    return component_names(list(zip(vc["group"], vc["term1"], vc["term2"])))
 
 
 def _sdcor_wald(vc: pd.DataFrame, V: np.ndarray | None, z: float) -> pd.DataFrame:
@@ -1142,14 +1378,14 @@ def confint(res: MixedModelResults, level: float = 0.95, method: str = "Wald",
         V = None if res.vcov_variance_components is None else res.vcov_variance_components.to_numpy()
         vrows = _sdcor_wald(vc, V, z).assign(method="Wald")
         vrows.index = names
+    held = held_components(res) if general_fit(res) else np.zeros(len(vc), dtype=bool)
+    vrows.loc[held, ["lower", "upper"]] = np.nan  # given, not estimated: no interval
+    vrows.loc[held, "method"] = "held"
     if method == "profile":
-        from .estimate import vc_labels
-
-        if len(vc) != len(vc_labels(res._design)):
-            raise MixedBlupError("profile intervals need one residual variance (no residual_groups)")
+        _profile_supported(res)
         labels = _vc_names(vc, res._design)  # the profiled quantity: var/cov, or var/cor for sdcor
         for i in range(len(vc)):
-            if parm is not None and names[i] not in parm:
+            if (parm is not None and names[i] not in parm) or held[i]:
                 continue
             what = labels[i]
             if scales == "sdcor" and what.startswith("cov("):
@@ -1184,12 +1420,12 @@ def default_genetic_term(res: MixedModelResults) -> str:
 
 
 def heritability(res: MixedModelResults, term: str | None = None, over: Sequence[Any] | None = None, *,
-                 level: float = 0.95, method: str = "delta") -> pd.Series:
+                 level: float = 0.95, method: str = "delta", residual_class: str | None = None) -> pd.Series:
     """Heritability with a delta-method or profile interval (see :meth:`MixedModelResults.heritability`)."""
     term = default_genetic_term(res) if term is None else term
-    out = ratio_estimate(res, term, over, level=level)
+    out = ratio_estimate(res, term, over, level=level, residual_class=residual_class)
     label = ":".join(term) if isinstance(term, tuple) else term
-    out.name = f"h2({label})"
+    out.name = f"h2({label})" if residual_class is None else f"h2({label}|Residual:{residual_class})"
     if method == "profile":
         if over is not None:
             raise MixedBlupError("profile intervals for heritability use the default denominator; drop over=")

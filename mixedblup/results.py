@@ -537,19 +537,25 @@ class MixedModelResults:
 
         return profile(self, what, n=n, width=width)
 
-    def ratio(self, numerator: Any, over: Sequence[Any] | None = None, *, level: float = 0.95) -> pd.Series:
+    def ratio(self, numerator: Any, over: Sequence[Any] | None = None, *, level: float = 0.95,
+              residual_class: str | None = None) -> pd.Series:
         """A variance component as a share of a sum of components, with a delta-method SE.
 
         Parameters
         ----------
         numerator : str or tuple
             A term name (its variance; ``(term, column)`` for multi-column terms) or
-            ``"residual"``.
+            ``"residual"`` (with residual classes ``"residual:<class>"`` or
+            ``("residual", class)``).
         over : sequence, optional
             Components summed in the denominator (the numerator is always included);
             default every variance, residual included.
         level : float
             Coverage of the Wald interval.
+        residual_class : str, optional
+            With ``residual_groups=``: the class whose residual variance is in the default
+            denominator (required then, unless the numerator is a class's residual).
+            Held components (``fixed_variances=``) count as known in the SE.
 
         Returns
         -------
@@ -558,10 +564,10 @@ class MixedModelResults:
         """
         from .inference import ratio_estimate
 
-        return ratio_estimate(self, numerator, over, level=level)
+        return ratio_estimate(self, numerator, over, level=level, residual_class=residual_class)
 
     def heritability(self, term: str | None = None, over: Sequence[Any] | None = None, *,
-                     level: float = 0.95, method: str = "delta") -> pd.Series:
+                     level: float = 0.95, method: str = "delta", residual_class: str | None = None) -> pd.Series:
         """Heritability ``sigma2_term / (sum of variances)``, with SE and interval.
 
         Parameters
@@ -575,7 +581,10 @@ class MixedModelResults:
         method : {"delta", "profile"}
             Wald interval from the delta method, or a profile-likelihood interval
             (default denominator; ``term`` may be ``(term, column)`` for one column of a
-            multi-column or joint term).
+            multi-column or joint term; not with residual classes).
+        residual_class : str, optional
+            With ``residual_groups=``: the class whose residual variance is in the
+            denominator (the heritability of records of that class); required then.
 
         Returns
         -------
@@ -584,7 +593,7 @@ class MixedModelResults:
         """
         from .inference import heritability
 
-        return heritability(self, term, over, level=level, method=method)
+        return heritability(self, term, over, level=level, method=method, residual_class=residual_class)
 
     # ------------------------------------------------------------------ prediction
     def predict(self, newdata: pd.DataFrame | None = None, *, include_random: bool = True,
@@ -672,13 +681,13 @@ class MixedModelResults:
         -------
         pathlib.Path
             The JSON file; load it with :func:`mixedblup.load`.
+
+        Raises
+        ------
+        DataError
+            Before writing anything, when the results cannot be stored exactly (a fit with
+            ``solver="pcg"``; see :func:`mixedblup.io.check_savable`).
         """
-        if self.solver_info is not None:
-            raise EstimationError(
-                "save() does not support fits with solver='pcg' (mixedblup.load rebuilds the results by "
-                "factorising the equations); save the tables instead, e.g. res.fixed_effects and "
-                "res.random_effects() with DataFrame.to_parquet"
-            )
         from .io import save
 
         return save(self, path)
@@ -719,6 +728,7 @@ def build_results(
     backend: str = "auto",
     fixed_terms: Sequence[tuple[str, list[int], frozenset[str]]] | None = None,
     residual_variances: dict[str, float] | None = None,
+    varpar: Any = None,
 ) -> MixedModelResults:
     """Assemble a :class:`MixedModelResults` from the solved equations.
 
@@ -751,6 +761,10 @@ def build_results(
         Residual variance per class (``fit(residual_groups=...)``): the table gets one
         ``Residual`` row per class (``term1`` = the class); ``residual`` is then the
         reference class's variance, the scale of ``cp`` (weights ``w_i / rho_g``).
+    varpar : VarParInfo, optional
+        Satterthwaite's information computed by estimation (held components or residual
+        classes: :attr:`mixedblup.estimate.VarianceFit.varpar`); otherwise computed on
+        first use by :func:`mixedblup.inference.results_varpar`.
     """
     from .inference import fixed_terms as _terms_of
 
@@ -820,6 +834,8 @@ def build_results(
         vc["std_error"] = np.sqrt(np.diag(vc_covariance))
     lazy_vc = vc_covariance is None and not variances_known and residual_variances is None
     vc_fields: dict[str, Any] = {} if lazy_vc else {"variance_components": vc, "vcov_variance_components": vcov_vc}
+    if varpar is not None:
+        vc_fields["_varpar"] = varpar
     Xb = design.X @ solution.beta
     Zu = design.Z @ solution.u if design.terms else np.zeros(design.n)
     fitted = pd.Series(Xb + Zu, index=design.index, name="fitted")

@@ -203,16 +203,22 @@ def _heritability_table(res: MixedModelResults) -> pd.DataFrame | None:
     genetic = [n for n, kind in res.terms["covariance"].items() if kind in ("pedigree", "relationship")]
     if not genetic:
         return None
+    vc = res.variance_components
+    residual = vc[vc["group"] == "Residual"]
+    # residual classes: one heritability per class (the records of that class)
+    classes = [None] if len(residual) < 2 else list(residual["term1"])
     rows = {}
     for name in genetic:
         columns = list(res.terms.loc[name, "columns"])
         # one row per column of a multi-column or joint term (direct, maternal ...)
         keys = [(name, name)] if len(columns) == 1 else [(f"{name}:{c}", (name, c)) for c in columns]
         for label, key in keys:
-            try:
-                rows[label] = res.heritability(key)
-            except Exception:  # noqa: BLE001, S112 - a report never fails on an optional row
-                continue
+            for cls in classes:
+                try:
+                    h2 = res.heritability(key) if cls is None else res.heritability(key, residual_class=cls)
+                except Exception:  # noqa: BLE001, S112 - a report never fails on an optional row
+                    continue
+                rows[label if cls is None else f"{label} (residual {cls})"] = h2
     if not rows:
         return None
     table = pd.DataFrame(rows).T

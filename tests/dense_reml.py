@@ -68,3 +68,38 @@ def dense_fit(y: np.ndarray, X: np.ndarray, V0: np.ndarray | None, Vks: Sequence
     out = optimize.minimize(f, out.x, jac=True, method="L-BFGS-B",
                             options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 2000})
     return to_v(out.x), float(out.fun)
+
+
+def dense_information(y: np.ndarray, X: np.ndarray, V0: np.ndarray | None, Vks: Sequence[np.ndarray],
+                      v: np.ndarray, reml: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Analytic Satterthwaite ingredients at ``V = V0 + sum v_k V_k`` (``beta`` profiled out).
+
+    Returns ``H`` (the observed Hessian of ``-2 log L`` in ``v``:
+    ``-tr(P V_i P V_j) + 2 y'P V_i P V_j P y`` for REML, ``V^-1`` in the trace for ML),
+    ``C = (X' V^-1 X)^-1`` and ``dC/dv_k = C X'V^-1 V_k V^-1 X C`` (shape ``(m, p, p)``).
+    """
+    n = len(y)
+    V = (np.zeros((n, n)) if V0 is None else V0) + sum(vk * Vk for vk, Vk in zip(v, Vks))
+    Vi = np.linalg.inv(V)
+    ViX = Vi @ X
+    C = np.linalg.inv(X.T @ ViX)
+    P = Vi - ViX @ C @ ViX.T
+    Py = P @ y
+    T = P if reml else Vi
+    m = len(Vks)
+    H = np.empty((m, m))
+    for i in range(m):
+        for j in range(i, m):
+            H[i, j] = H[j, i] = -np.sum((T @ Vks[i]) * (T @ Vks[j]).T) + 2 * Py @ Vks[i] @ P @ Vks[j] @ Py
+    dC = np.array([C @ ViX.T @ Vk @ ViX @ C for Vk in Vks])
+    return H, C, dC
+
+
+def dense_satterthwaite(H: np.ndarray, C: np.ndarray, dC: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """``2 (l'Cl)^2 / (g' A g)`` with ``A = 2 H^-1`` and ``g_k = l' dC/dv_k l``, per row ``l`` of ``L``."""
+    A = 2 * np.linalg.inv(H)
+    out = []
+    for l in np.atleast_2d(L):
+        g = np.einsum("i,kij,j->k", l, dC, l)
+        out.append(2 * (l @ C @ l) ** 2 / (g @ A @ g))
+    return np.array(out)

@@ -186,3 +186,22 @@ def test_fixed_groups_with_a_held_residual(model):
     res = mb.fit("y ~ 0 + x + (1|id)", data, cov={"id": GroupedPedigree(ped)}, fixed_variances={"residual": 0.8})
     assert res.variance_components.set_index("group").loc["id", "estimate"] == pytest.approx(sa, rel=2e-5)
     assert -2 * res.loglik == pytest.approx(best, abs=1e-7 * abs(best))
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_satterthwaite_and_se_use_the_explicit_group_model(model, method):
+    """df and SEs from the criterion that counts the groups in p (the explicit model Z Q, V analytic)."""
+    from dense_reml import dense_information, dense_satterthwaite
+
+    ped, data, F, ZAZ, y, *_ = model
+    res = mb.fit("y ~ 0 + x + (1|id)", data, cov={"id": GroupedPedigree(ped)}, method=method)
+    vc = res.variance_components.set_index("group")
+    v = vc.loc[["id", "Residual"], "estimate"].to_numpy()
+    H, C, dC = dense_information(y, F, None, [ZAZ, np.eye(len(y))], v, method == "REML")
+    l = np.zeros(F.shape[1])
+    l[0] = 1.0  # x
+    assert res.vcov_fixed.loc["x", "x"] == pytest.approx(C[0, 0], rel=1e-8)
+    assert res.fixed_effects.loc["x", "df"] == pytest.approx(dense_satterthwaite(H, C, dC, l)[0], rel=1e-5)
+    np.testing.assert_allclose(vc.loc[["id", "Residual"], "std_error"].to_numpy(),
+                               np.sqrt(np.diag(2 * np.linalg.inv(H))), rtol=1e-5)
+    assert res.anova().loc["x", "den_df"] == pytest.approx(res.fixed_effects.loc["x", "df"], rel=1e-12)

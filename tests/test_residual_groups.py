@@ -151,3 +151,14 @@ def test_errors(data):
         mb.fit("y ~ x + (1|a)", data, residual_groups="g", variances={"a": 1.0, "residual": {"A": 1.0, "B": 1.0}})
     with pytest.raises(mb.errors.FormulaError, match="nope"):
         mb.fit("y ~ x + (1|a)", data, residual_groups="nope")
+
+
+def test_summary_heritability_per_residual_class():
+    pop = mb.datasets.simulate(600, n_generations=4, recorded_fraction=0.8, seed=3)
+    rec = pop.records.assign(cls=lambda d: np.where(np.arange(len(d)) % 2 == 0, "A", "B"))
+    ped = mb.Pedigree.from_frame(pop.pedigree, id="id", sire="sire", dam="dam")
+    res = mb.fit("y ~ 1 + (1|id)", rec, cov={"id": ped}, residual_groups="cls")
+    h2 = next(t for _, t in res.summary().tables if "id (residual A)" in t.index)
+    for c in ("A", "B"):
+        expect = res.heritability("id", residual_class=c)
+        assert h2.loc[f"id (residual {c})", "estimate"] == pytest.approx(expect["estimate"], rel=1e-12)
