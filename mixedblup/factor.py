@@ -147,6 +147,13 @@ class Factor:
             out[:, start: start + len(c)] = self.solve(_units(self.n, c))[rows]
         return out
 
+    def inverse_block(self, idx: np.ndarray) -> np.ndarray:
+        """The symmetric block ``C^-1[idx][:, idx]`` (e.g. ``C^11``, the fixed effects'
+        ``var(beta_hat) / sigma_e^2``); generic version: one solve per column."""
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.asarray(self.solve(_units(self.n, idx)))[idx]
+        return (out + out.T) / 2
+
     def inverse_entries(self, rows: np.ndarray, cols: np.ndarray, chunk: int = 256) -> np.ndarray:
         """``C^-1[rows[m], cols[m]]`` for a list of pairs.
 
@@ -512,6 +519,26 @@ class SparseLDLFactor(Factor):
     def inverse_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``C^-1[rows[m], cols[m]]`` for pairs on the pattern of ``L + L'`` (NaN elsewhere)."""
         return self._f.inverse_entries(rows, cols)
+
+    def inverse_columns(self, cols: np.ndarray, rows: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
+        """``C^-1[rows][:, cols]``; a block given by ``rows`` (e.g. the fixed-effect block
+        ``C^11``) comes from forward substitutions along the elimination tree only
+        (:meth:`mixedblup.selinv.LDLFactor.inverse_block`)."""
+        if rows is not None:
+            cols = np.asarray(cols, dtype=np.int64)
+            rows = np.asarray(rows, dtype=np.int64)
+            idx, where = np.unique(np.concatenate([rows, cols]), return_inverse=True)
+            G = self._f.inverse_block(idx)
+            if G is not None:
+                return G[np.ix_(where[: len(rows)], where[len(rows):])]
+        return super().inverse_columns(cols, rows, chunk)
+
+    def inverse_block(self, idx: np.ndarray) -> np.ndarray:
+        """``C^-1[idx][:, idx]`` by forward substitutions along the elimination tree
+        (:meth:`mixedblup.selinv.LDLFactor.inverse_block`); solves when that is too large."""
+        idx = np.asarray(idx, dtype=np.int64)
+        G = self._f.inverse_block(idx)
+        return super().inverse_block(idx) if G is None else G
 
     def block_diagonal(self, starts: np.ndarray, sizes: np.ndarray, chunk: int = 256) -> np.ndarray:
         width = int(sizes.max()) if len(sizes) else 0

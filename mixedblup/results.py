@@ -867,9 +867,12 @@ def build_results(
 
 
 def _c11(factor: Any, p: int) -> np.ndarray:
-    """``C^-1[:p, :p]`` by ``p`` solves."""
+    """``C^-1[:p, :p]``: ``Factor.inverse_block`` (``p`` solves; forward substitutions
+    along the elimination tree only with the sparse ``L D L'``)."""
     if not p:
         return np.zeros((0, 0))
+    if hasattr(factor, "inverse_block"):
+        return np.asarray(factor.inverse_block(np.arange(p)))
     units = np.zeros((factor.n, p))
     units[np.arange(p), np.arange(p)] = 1.0
     c11 = np.asarray(factor.solve(units))[:p]

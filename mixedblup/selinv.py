@@ -99,6 +99,12 @@ class Symbolic:
         n = A.shape[0]
         if perm is None:
             perm = amd_order(A)
+            # postorder the elimination tree (same fill): subtrees, chains and the columns
+            # next to the dense tail become contiguous, so their dense rows can be batched
+            p0 = np.asarray(perm, dtype=np.int64)
+            U0 = _permuted_upper(A, p0)
+            par0 = _etree_upper(n, U0.indptr.astype(np.int64), U0.indices.astype(np.int64))
+            perm = p0[_postorder(par0)]
         perm = np.asarray(perm, dtype=np.int64)
         pinv = np.empty(n, dtype=np.int64)
         pinv[perm] = np.arange(n)
@@ -117,6 +123,39 @@ class Symbolic:
         self.n1 = choose_split(counts) if n1 is None else int(n1)
 
 
+@jit
+def _postorder(parent):
+    """A postorder of the forest ``parent`` (children visited in increasing order)."""
+    n = len(parent)
+    head = np.full(n, -1, dtype=np.int64)
+    nxt = np.full(n, -1, dtype=np.int64)
+    for j in range(n - 1, -1, -1):
+        p = parent[j]
+        if p >= 0:
+            nxt[j] = head[p]
+            head[p] = j
+    post = np.empty(n, dtype=np.int64)
+    stack = np.empty(n, dtype=np.int64)
+    k = 0
+    for r in range(n):
+        if parent[r] != -1:
+            continue
+        top = 0
+        stack[0] = r
+        while top >= 0:
+            v = stack[top]
+            c = head[v]
+            if c == -1:
+                top -= 1
+                post[k] = v
+                k += 1
+            else:
+                head[v] = nxt[c]
+                top += 1
+                stack[top] = c
+    return post
+
+
 def _permuted_upper(C: sp.spmatrix, perm: np.ndarray) -> sp.csc_matrix:
     """Upper triangle (with diagonal) of ``C[perm][:, perm]`` in CSC with sorted rows."""
     A = sp.csc_matrix(C)
@@ -133,8 +172,21 @@ def _permuted_upper(C: sp.spmatrix, perm: np.ndarray) -> sp.csc_matrix:
 
 
 # --------------------------------------------------------------------------- numeric factorisation
-@jit
 def ldl_numeric(n, n1, Up, Ui, Ux, Lp, parent):
+    """Up-looking ``L D L'`` of the first ``n1`` columns, and the dense Schur complement.
+
+    See :func:`_ldl_numeric_kernel`; the update of the dense Schur complement by the
+    columns with many rows in it is done in groups by matrix products
+    (:func:`_schur_update`).  Returns ``(Li, Lx, D, S, ok)``.
+    """
+    Li, Lx, D, S, ok = _ldl_numeric_kernel(n, n1, Up, Ui, Ux, Lp, parent, False)
+    if ok and 0 < n1 < n:
+        _schur_update(n, n1, Lp, Li, Lx, D, S)
+    return Li, Lx, D, S, ok
+
+
+@jit
+def _ldl_numeric_kernel(n, n1, Up, Ui, Ux, Lp, parent, update):
     """Up-looking ``L D L'`` of the first ``n1`` columns, and the dense Schur complement.
 
     The matrix is given by its upper triangle (CSC, sorted rows): ``Up, Ui, Ux``.
@@ -142,7 +194,8 @@ def ldl_numeric(n, n1, Up, Ui, Ux, Lp, parent):
     by sparse up-looking elimination; the trailing ``s = n - n1`` equations, where the
     factor is (nearly) dense, are returned as the dense Schur complement
     ``S = A22 - L21 D1 L21'`` for a LAPACK Cholesky.  Returns ``(Li, Lx, D, S, ok)``;
-    ``ok`` is False when a pivot is not positive.
+    ``ok`` is False when a pivot is not positive.  With ``update`` False, ``S`` is
+    ``A22`` (both triangles) and the caller subtracts ``L21 D1 L21'``.
     """
     nnz = Lp[n1]
     s = n - n1
@@ -203,7 +256,7 @@ def ldl_numeric(n, n1, Up, Ui, Ux, Lp, parent):
                 D[k] = diag
                 return Li, Lx, D, S, False
             D[k] = diag
-    if n1 == n:
+    if n1 == n or not update:
         return Li, Lx, D, S, True
     # S -= L21 D1 L21': the upper triangle only, row by row (rows of a column's dense part
     # are ascending, so each update runs along one row of the C-ordered S: writing both
@@ -221,6 +274,65 @@ def ldl_numeric(n, n1, Up, Ui, Ux, Lp, parent):
         for b in range(a + 1, s):
             S[b, a] = S[a, b]
     return Li, Lx, D, S, True
+
+
+@jit
+def _small_schur_update(n1, Lp, Li, Lx, D, fd, min_d, S):
+    """``S -= L21 D1 L21'`` over the columns with fewer than ``min_d`` dense rows (upper
+    triangle only)."""
+    for j in range(n1):
+        q0 = fd[j]
+        q1 = Lp[j + 1]
+        if q1 - q0 >= min_d:
+            continue
+        dj = D[j]
+        for qa in range(q0, q1):
+            a = Li[qa] - n1
+            la = Lx[qa] * dj
+            for qb in range(qa, q1):
+                S[a, Li[qb] - n1] -= la * Lx[qb]
+    return S
+
+
+@jit
+def _scatter_sub_upper(S, R, X):
+    """``S[R[a], R[b]] -= X[a, b]`` for ``a <= b`` (``R`` ascending: the upper triangle)."""
+    for a in range(len(R)):
+        ra = R[a]
+        for b in range(a, len(R)):
+            S[ra, R[b]] -= X[a, b]
+    return S
+
+
+@jit
+def _mirror_upper(S):
+    s = S.shape[0]
+    for a in range(s):
+        for b in range(a + 1, s):
+            S[b, a] = S[a, b]
+    return S
+
+
+def _schur_update(n, n1, Lp, Li, Lx, D, S, min_d: int | None = None, grow: float = 1.25) -> None:
+    """``S -= L21 D1 L21'`` in place (``S`` symmetric on entry and exit).
+
+    Columns with many dense rows are grouped (:func:`_dense_groups`) and their update is
+    one matrix product per group instead of scattered writes into a matrix larger than
+    the cache.
+    """
+    min_d = GROUP_MIN_DENSE if min_d is None else min_d
+    fd = _dense_start(n1, Lp, Li)
+    _small_schur_update(n1, Lp, Li, Lx, D, fd, min_d, S)
+    cols, gp, Rp, Ri = _dense_groups(n, n1, Lp, Li, fd, min_d, grow)
+    loc = np.empty(n - n1, dtype=np.int64)
+    with blas_threads(1):
+        for g in range(len(gp) - 1):
+            R = Ri[Rp[g]: Rp[g + 1]]
+            J = cols[gp[g]: gp[g + 1]]
+            Lg = _group_block(R, J, Lp, Li, Lx, fd, n1, loc)
+            X = np.ascontiguousarray((Lg * D[J]) @ Lg.T)
+            _scatter_sub_upper(S, R, X)
+    _mirror_upper(S)
 
 
 @jit
@@ -267,6 +379,49 @@ def _backward(n1, Lp, Li, Lx, B):
     return B
 
 
+@jit
+def _etree_reach(parent, n1, starts):
+    """Sorted sparse columns (``< n1``) on the elimination-tree paths from ``starts``: the
+    rows where ``L^-1 e_s`` can be nonzero (besides the dense tail)."""
+    n = len(parent)
+    mark = np.zeros(n, dtype=np.bool_)
+    out = np.empty(n, dtype=np.int64)
+    m = 0
+    for t in range(len(starts)):
+        j = starts[t]
+        while j != -1 and j < n1 and not mark[j]:
+            mark[j] = True
+            out[m] = j
+            m += 1
+            j = parent[j]
+    return np.sort(out[:m])
+
+
+@jit
+def _forward_reach(n1, Lp, Li, Lx, D, reach, loc, B1, B2):
+    """Forward substitution restricted to the rows ``reach`` (sorted; ``loc`` maps a column
+    to its row of ``B1``), then scaling by ``D``: ``B1`` the sparse rows, ``B2`` the tail."""
+    m = B1.shape[1]
+    for t in range(len(reach)):
+        j = reach[t]
+        for p in range(Lp[j], Lp[j + 1]):
+            i = Li[p]
+            lij = Lx[p]
+            if i < n1:
+                r = loc[i]
+                for c in range(m):
+                    B1[r, c] -= lij * B1[t, c]
+            else:
+                r = i - n1
+                for c in range(m):
+                    B2[r, c] -= lij * B1[t, c]
+    for t in range(len(reach)):
+        dj = 1.0 / D[reach[t]]
+        for c in range(m):
+            B1[t, c] *= dj
+    return B1, B2
+
+
 def ldl_solve(n1, Lp, Li, Lx, D, Ls, B):
     """Solve ``C X = B`` (permuted order) in place, ``B`` ``(n, m)`` C-contiguous.
 
@@ -282,16 +437,12 @@ def ldl_solve(n1, Lp, Li, Lx, D, Ls, B):
 
 # --------------------------------------------------------------------------- selected inversion
 @jit
-def selected_inverse(n, n1, Lp, Li, Lx, D, Z22):
-    """Elements of ``C^-1`` on the pattern of the sparse columns of ``L``: ``(Zdiag, Zx)``.
+def _selinv_kernel(n, n1, Lp, Li, Lx, D, Z22, P):
+    """The recurrence of :func:`selected_inverse`, with the dense-tail products given.
 
-    ``Z22`` is the (dense) inverse of the trailing Schur complement, i.e. the trailing
-    block of ``C^-1``.  ``Zx[p]`` is ``Z[Li[p], j]`` for ``Lp[j] <= p < Lp[j+1]``.
-    Takahashi / Erisman-Tinney recurrence, columns right to left: for ``i`` in the pattern
-    of column ``j``, ``Z[i, j] = -sum_k Z[i, k] L[k, j]`` over ``k`` in the pattern, and
-    ``Z[j, j] = 1/d_j - sum_k L[k, j] Z[k, j]``.  Every ``Z[i, k]`` needed lies in the
-    pattern of column ``min(i, k)`` (the pattern of a column is a clique of the filled
-    graph) or in the dense trailing block.
+    ``P[q]`` (for the rows ``Li[q] >= n1`` of column ``j``) is
+    ``sum_k Z22[Li[q] - n1, k - n1] L[k, j]`` over the dense rows ``k`` of column ``j``
+    (:func:`_dense_products`).
     """
     Zx = np.zeros(Lp[n1], dtype=np.float64)
     Zd = np.zeros(n, dtype=np.float64)
@@ -308,15 +459,9 @@ def selected_inverse(n, n1, Lp, Li, Lx, D, Z22):
             if Li[p] >= n1 and first_dense == p1:
                 first_dense = p
         # acc[i] = sum_k Z[i, k] L[k, j]  (i, k in the pattern of column j)
-        for p in range(p0, p1):
+        for p in range(p0, first_dense):
             k = Li[p]
             lkj = Lx[p]
-            if k >= n1:
-                zk = k - n1  # Z22 is symmetric: read along its row k (contiguous)
-                for q in range(first_dense, p1):
-                    i = Li[q]
-                    acc[i] += Z22[zk, i - n1] * lkj
-                continue
             acc[k] += Zd[k] * lkj
             for q in range(Lp[k], Lp[k + 1]):
                 i = Li[q]
@@ -324,6 +469,8 @@ def selected_inverse(n, n1, Lp, Li, Lx, D, Z22):
                     z = Zx[q]  # Z[i, k], i > k
                     acc[i] += z * lkj
                     acc[k] += z * Lx[pos[i]]
+        for q in range(first_dense, p1):  # k and i both in the dense tail
+            acc[Li[q]] += P[q]
         sj = 1.0 / D[j]
         for p in range(p0, p1):
             i = Li[p]
@@ -332,6 +479,181 @@ def selected_inverse(n, n1, Lp, Li, Lx, D, Z22):
             pos[i] = -1
         Zd[j] = sj
     return Zd, Zx
+
+
+@jit
+def _dense_start(n1, Lp, Li):
+    """First position of a row ``>= n1`` in every sparse column (rows sorted)."""
+    fd = np.empty(n1, dtype=np.int64)
+    for j in range(n1):
+        p = Lp[j + 1]
+        while p > Lp[j] and Li[p - 1] >= n1:
+            p -= 1
+        fd[j] = p
+    return fd
+
+
+@jit
+def _small_dense_products(n1, Lp, Li, Lx, fd, Z22, min_d, P):
+    """``P`` (see :func:`_selinv_kernel`) of the columns with fewer than ``min_d`` dense rows."""
+    for j in range(n1):
+        f, p1 = fd[j], Lp[j + 1]
+        if p1 - f >= min_d:
+            continue
+        for p in range(f, p1):
+            zk = Li[p] - n1
+            lkj = Lx[p]
+            for q in range(f, p1):
+                P[q] += Z22[zk, Li[q] - n1] * lkj
+    return P
+
+
+@jit
+def _dense_groups(n, n1, Lp, Li, fd, min_d, grow):
+    """Columns with at least ``min_d`` dense rows, in groups of similar dense row sets.
+
+    Consecutive columns (a postordered factor keeps chains together) are grouped while
+    the union of their dense rows stays below ``grow`` times the largest of them.
+    Returns ``(cols, gp, Rp, Ri)``: group ``g`` is ``cols[gp[g]:gp[g+1]]`` with the sorted
+    union ``Ri[Rp[g]:Rp[g+1]]`` (indices into the tail, ``row - n1``).
+    """
+    s = n - n1
+    mark = np.full(s, -1, dtype=np.int64)
+    cols = np.empty(n1, dtype=np.int64)
+    gid = np.empty(n1, dtype=np.int64)
+    usize = np.zeros(n1 + 1, dtype=np.int64)
+    nc = 0
+    g = -1
+    u = 0
+    m = 0
+    for j in range(n1):
+        d = Lp[j + 1] - fd[j]
+        if d < min_d:
+            continue
+        new = 0
+        if g >= 0:
+            for p in range(fd[j], Lp[j + 1]):
+                if mark[Li[p] - n1] != g:
+                    new += 1
+        if g < 0 or u + new > grow * max(m, d):
+            g += 1
+            u = 0
+            m = 0
+            new = d
+        for p in range(fd[j], Lp[j + 1]):
+            mark[Li[p] - n1] = g
+        u += new
+        if d > m:
+            m = d
+        usize[g] = u
+        cols[nc] = j
+        gid[nc] = g
+        nc += 1
+    ng = g + 1
+    gp = np.zeros(ng + 1, dtype=np.int64)
+    for t in range(nc):
+        gp[gid[t] + 1] += 1
+    for t in range(ng):
+        gp[t + 1] += gp[t]
+    Rp = np.zeros(ng + 1, dtype=np.int64)
+    for t in range(ng):
+        Rp[t + 1] = Rp[t] + usize[t]
+    Ri = np.empty(Rp[ng], dtype=np.int64)
+    mark[:] = -1
+    for t in range(ng):
+        w = Rp[t]
+        for a in range(gp[t], gp[t + 1]):
+            j = cols[a]
+            for p in range(fd[j], Lp[j + 1]):
+                r = Li[p] - n1
+                if mark[r] != t:
+                    mark[r] = t
+                    Ri[w] = r
+                    w += 1
+        Ri[Rp[t]: Rp[t + 1]] = np.sort(Ri[Rp[t]: Rp[t + 1]])
+    return cols[:nc], gp, Rp, Ri
+
+
+@jit
+def _group_block(R, J, Lp, Li, Lx, fd, n1, loc):
+    """The dense rows ``R`` of the columns ``J`` of ``L`` as a dense ``|R| x |J|`` block."""
+    for t in range(len(R)):
+        loc[R[t]] = t
+    out = np.zeros((len(R), len(J)), dtype=np.float64)
+    for b in range(len(J)):
+        j = J[b]
+        for p in range(fd[j], Lp[j + 1]):
+            out[loc[Li[p] - n1], b] = Lx[p]
+    return out
+
+
+@jit
+def _group_scatter(Pg, J, Lp, Li, fd, n1, loc, P):
+    """``P[q] = Pg[row of Li[q], column of j]`` for the dense rows of the columns ``J``."""
+    for b in range(len(J)):
+        j = J[b]
+        for p in range(fd[j], Lp[j + 1]):
+            P[p] = Pg[loc[Li[p] - n1], b]
+    return P
+
+
+#: Columns with at least this many rows in the dense tail have their tail products
+#: (:func:`_dense_products`) computed in groups by matrix products.
+GROUP_MIN_DENSE = 64
+
+
+def _dense_products(n, n1, Lp, Li, Lx, Z22, min_d: int = GROUP_MIN_DENSE, grow: float = 1.25) -> np.ndarray:
+    """``P[q] = sum_k Z22[Li[q] - n1, k - n1] L[k, j]`` over the dense rows ``k`` of column ``j``.
+
+    Gathering ``Z22[R_j, R_j]`` column by column costs ``|R_j|^2`` scattered reads of a
+    matrix that does not fit in cache (the columns eliminated just before the dense tail
+    have hundreds of rows in it); columns with similar row sets are batched instead: one
+    gather of ``Z22[R, R]`` for the union ``R`` and one matrix product per group.
+    """
+    P = np.zeros(int(Lp[n1]), dtype=np.float64)
+    if n1 == 0 or n1 == n:
+        return P
+    Z22 = _c_order(Z22)
+    fd = _dense_start(n1, Lp, Li)
+    _small_dense_products(n1, Lp, Li, Lx, fd, Z22, min_d, P)
+    cols, gp, Rp, Ri = _dense_groups(n, n1, Lp, Li, fd, min_d, grow)
+    loc = np.empty(n - n1, dtype=np.int64)
+    with blas_threads(1):
+        for g in range(len(gp) - 1):
+            R = Ri[Rp[g]: Rp[g + 1]]
+            J = cols[gp[g]: gp[g + 1]]
+            Lg = _group_block(R, J, Lp, Li, Lx, fd, n1, loc)
+            Pg = np.ascontiguousarray(Z22[np.ix_(R, R)] @ Lg)
+            _group_scatter(Pg, J, Lp, Li, fd, n1, loc, P)
+    return P
+
+
+def selected_inverse(n, n1, Lp, Li, Lx, D, Z22):
+    """Elements of ``C^-1`` on the pattern of the sparse columns of ``L``: ``(Zdiag, Zx)``.
+
+    ``Z22`` is the (dense) inverse of the trailing Schur complement, i.e. the trailing
+    block of ``C^-1``.  ``Zx[p]`` is ``Z[Li[p], j]`` for ``Lp[j] <= p < Lp[j+1]``.
+    Takahashi / Erisman-Tinney recurrence, columns right to left: for ``i`` in the pattern
+    of column ``j``, ``Z[i, j] = -sum_k Z[i, k] L[k, j]`` over ``k`` in the pattern, and
+    ``Z[j, j] = 1/d_j - sum_k L[k, j] Z[k, j]``.  Every ``Z[i, k]`` needed lies in the
+    pattern of column ``min(i, k)`` (the pattern of a column is a clique of the filled
+    graph) or in the dense trailing block; the terms with both ``i`` and ``k`` in the
+    dense block are computed first, batched (:func:`_dense_products`).
+    """
+    Z22 = _c_order(Z22)
+    P = _dense_products(n, n1, Lp, Li, Lx, Z22)
+    return _selinv_kernel(n, n1, Lp, Li, Lx, D, Z22, P)
+
+
+def _c_order(Z: np.ndarray) -> np.ndarray:
+    """A C-ordered view of the symmetric ``Z`` (its transpose when Fortran-ordered, as
+    LAPACK returns it: no copy of a matrix of hundreds of MB)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    if Z.flags.c_contiguous:
+        return Z
+    if Z.flags.f_contiguous:
+        return Z.T
+    return np.ascontiguousarray(Z)
 
 
 def choose_split(counts: np.ndarray, sparse_rate: float = 3e8, dense_rate: float = 1e10,
@@ -712,6 +1034,37 @@ class LDLFactor:
             out[perm, start: start + chunk] = ldl_solve(self.sym.n1, self.sym.Lp, self.Li, self.Lx, self.D,
                                                         self.Ls, B)
         return out[:, 0] if vec else out
+
+    def inverse_block(self, idx: np.ndarray, max_entries: float = 2.5e7) -> np.ndarray | None:
+        """``C^-1[idx][:, idx]`` from forward substitutions only, or None when too large.
+
+        With ``Y = L^-1 E`` (``E`` the unit vectors of ``idx``), ``C^-1[idx, idx] =
+        Y' D^-1 Y``; ``Y`` is nonzero only on the elimination-tree paths from ``idx``
+        (often short: fixed effects reach the dense tail in a few steps) and in the dense
+        tail, so neither the backward substitution nor ``n``-long columns are needed.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        sym = self.sym
+        n1, s = int(sym.n1), self.n - int(sym.n1)
+        q = sym.pinv[idx]
+        reach = _etree_reach(sym.parent, n1, q)
+        m = len(idx)
+        if (len(reach) + s) * max(m, 1) > max_entries:
+            return None
+        loc = np.full(self.n, -1, dtype=np.int64)
+        loc[reach] = np.arange(len(reach))
+        B1 = np.zeros((len(reach), m))
+        B2 = np.zeros((s, m))
+        sp_ = q < n1
+        B1[loc[q[sp_]], np.flatnonzero(sp_)] = 1.0
+        B2[q[~sp_] - n1, np.flatnonzero(~sp_)] = 1.0
+        _forward_reach(n1, sym.Lp, self.Li, self.Lx, self.D, reach, loc, B1, B2)
+        with blas_threads(small_kernel_threads(max(s, len(reach)))):
+            G = (B1 * np.asarray(self.D)[reach][:, None]).T @ B1
+            if s:
+                W = sla.solve_triangular(self.Ls, B2, lower=True, check_finite=False)
+                G += W.T @ W
+        return 0.5 * (G + G.T)
 
     def selected(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(diag, Zx, Z22)`` of ``C^-1`` in the permuted order (see :func:`selected_inverse`)."""

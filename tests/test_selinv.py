@@ -161,3 +161,70 @@ def test_real_mme_ldl_equals_splu_and_dense():
 def test_blas_threads_context_restores():
     with blas_threads(1):
         np.linalg.cholesky(np.eye(3))
+
+
+def _arrow_spd(n, band, dense, seed):
+    """SPD matrix with a sparse band, a few dense rows (a large dense tail) and random fill."""
+    rng = np.random.default_rng(seed)
+    A = sp.random(n, n, density=0.03, random_state=seed).tolil()
+    for i in range(n):
+        for j in range(max(0, i - band), i):
+            A[i, j] = rng.normal()
+    A[n - dense:, :] = rng.normal(size=(dense, n))
+    A = sp.csc_matrix(A)
+    A = A + A.T
+    return sp.csc_matrix(A + sp.identity(n) * (abs(A).sum(axis=1).max() + 1))
+
+
+@pytest.mark.parametrize("min_d", [1, 3, 10 ** 9])
+def test_grouped_dense_tail_products_and_schur_update_match_column_by_column(min_d):
+    """The batched tail products (selected inverse) and Schur update (factorisation) give
+    the same numbers whichever columns are grouped."""
+    A = _arrow_spd(150, 3, 12, 11)
+    sym = S.symbolic(A, n1=110)
+    F = S.LDLFactor(A, sym)
+    Ux, _ = S._scatter_upper(150, A.indptr.astype(np.int64), A.indices.astype(np.int64), A.data,
+                             sym.pinv, sym.Up, sym.Ui)
+    Li, Lx, D, S_ref, ok = S._ldl_numeric_kernel(150, 110, sym.Up, sym.Ui, Ux, sym.Lp, sym.parent, True)
+    assert ok
+    Li2, Lx2, D2, S2, ok2 = S._ldl_numeric_kernel(150, 110, sym.Up, sym.Ui, Ux, sym.Lp, sym.parent, False)
+    S._schur_update(150, 110, sym.Lp, Li2, Lx2, D2, S2, min_d=min_d, grow=1.5)
+    np.testing.assert_allclose(S2, S_ref, rtol=1e-12, atol=1e-12)
+    Z22 = np.linalg.inv(S_ref)
+    P = S._dense_products(150, 110, sym.Lp, Li, Lx, Z22, min_d=min_d, grow=1.5)
+    P_ref = S._dense_products(150, 110, sym.Lp, Li, Lx, Z22, min_d=10 ** 9)
+    np.testing.assert_allclose(P, P_ref, rtol=1e-12, atol=1e-14)
+    inv = np.linalg.inv(A.toarray())
+    rows, cols = _pattern_pairs(F)
+    np.testing.assert_allclose(F.inverse_entries(rows, cols), inv[rows, cols], atol=1e-13)
+
+
+def test_amd_ordering_is_postordered_and_inverse_block_matches_dense():
+    A = _arrow_spd(200, 2, 8, 4)
+    sym = S.symbolic(A)
+    # postorder: every column's parent comes after it and each subtree is contiguous
+    parent = sym.parent
+    assert all(parent[j] == -1 or parent[j] > j for j in range(sym.n))
+    size = np.ones(sym.n, dtype=int)
+    first = np.arange(sym.n)
+    for j in range(sym.n):  # children come before parents: sizes and first columns are final
+        if parent[j] != -1:
+            size[parent[j]] += size[j]
+            first[parent[j]] = min(first[parent[j]], first[j])
+    np.testing.assert_array_equal(first, np.arange(sym.n) - size + 1)  # subtree j is first..j
+    F = factorize(A, "ldl")
+    inv = np.linalg.inv(A.toarray())
+    idx = np.array([0, 5, 17, 100, 199, 150])
+    np.testing.assert_allclose(F.inverse_columns(idx, idx), inv[np.ix_(idx, idx)], atol=1e-13)
+    rows, cols = np.array([3, 8]), np.array([9, 199, 3])
+    np.testing.assert_allclose(F.inverse_columns(cols, rows), inv[np.ix_(rows, cols)], atol=1e-13)
+    np.testing.assert_allclose(F.inverse_columns(cols), inv[:, cols], atol=1e-13)
+
+
+def test_inverse_block_of_every_back_end_matches_dense():
+    A = _arrow_spd(180, 2, 10, 8)
+    inv = np.linalg.inv(A.toarray())
+    idx = np.array([0, 3, 60, 179, 120])
+    for backend in ("ldl", "dense", "splu"):
+        F = factorize(A, backend)
+        np.testing.assert_allclose(F.inverse_block(idx), inv[np.ix_(idx, idx)], atol=1e-13)
