@@ -165,6 +165,10 @@ class Design:
         Precision weights (``var(e_i) = sigma_e^2 / w_i``), if any.
     residual_groups : ResidualGroups or None
         Classes of heterogeneous residual variance (``fit(residual_groups=...)``), if any.
+    rows : numpy.ndarray or None
+        Positions (0-based) of the kept rows in the data the design was built from; they
+        identify the rows when the data's index has repeated labels.  None when unknown
+        (a design read back from a file or built from codes).
     """
 
     y: np.ndarray
@@ -178,6 +182,7 @@ class Design:
     fixed_spec: Any = field(repr=False)
     weights: np.ndarray | None = None
     residual_groups: ResidualGroups | None = None
+    rows: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -321,14 +326,18 @@ def _check_finite(frame: pd.DataFrame, columns: list[str]) -> None:
                 )
 
 
-def _drop_missing(frame: pd.DataFrame, columns: list[str], na_action: str) -> tuple[pd.DataFrame, pd.Index]:
-    """Drop rows with missing values in model columns, warning with counts (A1, A2, A5)."""
+def _drop_missing(frame: pd.DataFrame, columns: list[str], na_action: str
+                  ) -> tuple[pd.DataFrame, pd.Index, np.ndarray]:
+    """Drop rows with missing values in model columns, warning with counts (A1, A2, A5).
+
+    Returns the kept rows, the labels of the dropped ones and the boolean mask of kept rows.
+    """
     if na_action not in NA_ACTIONS:
         raise DataError(f"na_action must be one of {NA_ACTIONS}; got {na_action!r}")
     missing = frame[columns].isna()
     rows = missing.any(axis=1).to_numpy()
     if not rows.any():
-        return frame, pd.Index([], dtype=frame.index.dtype)
+        return frame, pd.Index([], dtype=frame.index.dtype), ~rows
     counts = {c: int(missing[c].sum()) for c in columns if missing[c].any()}
     labels = frame.index[rows]
     detail = ", ".join(f"{c}: {k}" for c, k in counts.items())
@@ -351,7 +360,7 @@ def _drop_missing(frame: pd.DataFrame, columns: list[str], na_action: str) -> tu
         RowsDroppedWarning,
         stacklevel=4,
     )
-    return kept, labels
+    return kept, labels, ~rows
 
 
 def _drop_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:
@@ -646,9 +655,13 @@ def _apply_missing_code(frame: pd.DataFrame, missing_code: float) -> pd.DataFram
     return out
 
 
-def _drop_zero_weights(frame: pd.DataFrame, weights: str, na_action: str) -> tuple[pd.DataFrame, pd.Index]:
+def _drop_zero_weights(frame: pd.DataFrame, weights: str, na_action: str
+                       ) -> tuple[pd.DataFrame, pd.Index, np.ndarray]:
     """Precision weights (A13): negative, missing or non-numeric weights raise; rows with
-    zero weight carry no information and are dropped with a warning (or raise)."""
+    zero weight carry no information and are dropped with a warning (or raise).
+
+    Returns the kept rows, the labels of the dropped ones and the boolean mask of kept rows.
+    """
     col = frame[weights]
     if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
         raise DataError(f"weights {weights!r} must be a numeric column; it has dtype {col.dtype}")
@@ -663,7 +676,7 @@ def _drop_zero_weights(frame: pd.DataFrame, weights: str, na_action: str) -> tup
             )
     zero = w == 0
     if not zero.any():
-        return frame, pd.Index([], dtype=frame.index.dtype)
+        return frame, pd.Index([], dtype=frame.index.dtype), ~zero
     labels = frame.index[zero]
     message = f"{int(zero.sum())} of {len(w)} rows with zero weight in {weights!r} (rows {preview(list(labels))})"
     if na_action == "raise":
@@ -672,7 +685,7 @@ def _drop_zero_weights(frame: pd.DataFrame, weights: str, na_action: str) -> tup
     if zero.all():
         raise DataError(message + ": no row with a positive weight remains; give the rows positive weights")
     warnings.warn(f"dropped {message}; they are listed in result.dropped_rows", RowsDroppedWarning, stacklevel=4)
-    return frame.loc[~zero], labels
+    return frame.loc[~zero], labels, ~zero
 
 
 def group_labels(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[pd.Index, pd.Index]:
@@ -911,12 +924,16 @@ def build_design(
         frame = _apply_missing_code(frame, missing_code)
     _check_finite(frame, columns)
     zero_rows = pd.Index([])
+    rows = np.arange(len(frame))
     if weights is not None:
-        frame, zero_rows = _drop_zero_weights(frame, weights, na_action)
-    frame, dropped = _drop_missing(frame, columns, na_action)
+        frame, zero_rows, keep = _drop_zero_weights(frame, weights, na_action)
+        rows = rows[keep]
+    frame, dropped, keep = _drop_missing(frame, columns, na_action)
+    rows = rows[keep]
     if len(zero_rows):  # every dropped row listed, in data order
-        both = zero_rows.append(dropped)
-        dropped = data.index[data.index.isin(both)] if data.index.is_unique else both
+        gone = np.ones(len(data), dtype=bool)
+        gone[rows] = False
+        dropped = data.index[gone]
     frame = _drop_unused_categories(frame)
     context = formula_context()
     if not allow_large:
@@ -944,4 +961,31 @@ def build_design(
         levels_r = tuple(sorted(pd.unique(labels)))
         rgroups = ResidualGroups(residual_groups, levels_r,
                                  pd.Index(levels_r).get_indexer(labels).astype(np.int64))
-    return Design(y, X, fixed_names, kept, terms, frame.index, dropped, spec.response, fixed_spec, w, rgroups)
+    return Design(y, X, fixed_names, kept, terms, frame.index, dropped, spec.response, fixed_spec, w, rgroups,
+                  rows)
+
+
+def kept_rows(data: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """The rows of ``data`` (the frame the design was built from) that the model used.
+
+    By position when the design knows them and ``data``'s labels line up with them, so
+    repeated index labels (A15) neither duplicate nor mix up rows; by label otherwise.
+
+    Raises
+    ------
+    DataError
+        ``data`` lacks rows the design used, or its repeated labels do not line up with
+        the design's rows.
+    """
+    index = design.index
+    rows = design.rows
+    if rows is not None and (len(rows) == 0 or rows[-1] < len(data)) and data.index[rows].equals(index):
+        return data.iloc[rows]
+    missing = index[~index.isin(data.index)]
+    if len(missing):
+        raise DataError(f"the data given lacks {len(missing)} row(s) the model was fitted to ({preview(list(missing))}); "
+                        "pass the DataFrame given to fit()")
+    if not (data.index.is_unique and index.is_unique):
+        raise DataError("the data's row labels repeat and do not line up with the rows the model was fitted "
+                        "to; pass the DataFrame given to fit() unchanged (or reset_index() before fitting)")
+    return data.loc[index]

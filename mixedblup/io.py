@@ -24,7 +24,8 @@ unknown parent groups), shared covariances (joint terms) and random regressions.
 design or covariance structures carry something this layout does not know.
 
 Layout version 1.  Keys added later (``n_fixed_levels``, ``members`` and ``term_kind`` per
-term, ``residual_groups``) have defaults, so files written before them still load.
+term, ``residual_groups``, the kept rows' positions ``rows``) have defaults, so files written
+before them still load.
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ class _SolverSaveError(DataError, EstimationError):
 #: not listed with a non-default value is refused: the file could not reproduce it.
 _STORED_FIELDS = {
     "Design": {"y", "X", "fixed_names", "fixed_kept", "terms", "index", "dropped_rows", "response",
-               "fixed_spec", "weights", "residual_groups"},
+               "fixed_spec", "weights", "residual_groups", "rows"},
     "TermDesign": {"name", "term", "columns", "levels", "Z", "n_observed", "lhs_spec", "members"},
     "BoundCovariance": {"levels", "precision", "logdet", "diagonal", "kind", "n_fixed_levels"},
     "RandomTerm": {"lhs", "factors", "correlated", "kind"},
@@ -340,6 +341,8 @@ def save(res: MixedModelResults, path: str | Path) -> Path:
         arrays["X"] = np.asarray(X, dtype=float)
     if design.weights is not None:
         arrays["weights"] = np.asarray(design.weights, dtype=float)
+    if design.rows is not None:
+        arrays["rows"] = np.asarray(design.rows, dtype=np.int64)
     meta_index, arr = _encode_index(design.index, "the row index")
     _put(arrays, "index", arr)
     meta_dropped, arr = _encode_index(pd.Index(design.dropped_rows), "the dropped rows")
@@ -562,6 +565,7 @@ def _load_design(doc: dict[str, Any], npz: Any, bound: list[Any], term_designs: 
     X = _get_sparse(npz, "X_sparse").tocsc() if "X_sparse/shape" in npz.files else np.asarray(npz["X"], dtype=float)
     fixed_kept = np.asarray(npz["fixed_kept"], dtype=bool)
     weights = np.asarray(npz["weights"], dtype=float) if "weights" in npz.files else None
+    rows = np.asarray(npz["rows"], dtype=np.int64) if "rows" in npz.files else None
     index = _decode_index(doc["index"], _get(npz, "index"))
     dropped = _decode_index(doc["dropped_rows"], _get(npz, "dropped"))
     if len(index) != len(y):
@@ -570,13 +574,13 @@ def _load_design(doc: dict[str, Any], npz: Any, bound: list[Any], term_designs: 
     if doc.get("frame") is None:
         design = Design(y=y, X=X, fixed_names=tuple(doc["fixed_names"]), fixed_kept=fixed_kept,
                         terms=tuple(term_designs), index=index, dropped_rows=dropped, response=doc["response"],
-                        fixed_spec=None, weights=weights, residual_groups=rgroups)
+                        fixed_spec=None, weights=weights, residual_groups=rgroups, rows=rows)
         return design, None
     cols = {meta["name"]: _decode_values(meta, _get(npz, f"frame/{j}")) for j, meta in enumerate(doc["frame"])}
     frame = pd.DataFrame(cols, index=index)
     design = _design_from_frame(doc, frame, weights, bound)
     _check_same(design, y, X, fixed_kept, term_designs)
-    return dataclasses.replace(design, dropped_rows=dropped, residual_groups=rgroups), frame
+    return dataclasses.replace(design, dropped_rows=dropped, residual_groups=rgroups, rows=rows), frame
 
 
 def _cross_products(doc: dict[str, Any], npz: Any, design: Any, bound: list[Any], residual: float

@@ -34,7 +34,7 @@ import pandas as pd
 from ._arrays import distinct
 from ._logging import progress_log
 from .covariance import BoundCovariance, Identity, PedigreeCovariance
-from .design import Design
+from .design import Design, kept_rows
 from .errors import ConvergenceWarning, CovarianceError, EstimationError
 from .iterative import (
     DEFAULT_TOL,
@@ -280,7 +280,7 @@ def _contemporary_groups(design: Design, data: pd.DataFrame | None, t_i: int, an
                 continue
             (factor,) = tuple(factors)
             if factor in data.columns:
-                codes = pd.factorize(data.loc[design.index, factor])[0]
+                codes = pd.factorize(kept_rows(data, design)[factor])[0]
                 if (codes >= 0).all():
                     candidates.append((int(codes.max()) + 1, codes, None))
     if not candidates:

@@ -883,10 +883,11 @@ def _model_frame(data: pd.DataFrame | None, design: Design, formula: str) -> pd.
     """The model's columns of the kept rows (what ``augment``, ``save`` and ``predict`` reuse)."""
     if data is None:
         return None
+    from .design import kept_rows
     from .formula import parse_formula
 
     cols = list(parse_formula(formula, data.columns).variables)
-    return data.loc[design.index, cols].copy()
+    return kept_rows(data, design)[cols].copy()
 
 
 def _lambda_of(solution: Solution, t_i: int, cp: CrossProducts) -> np.ndarray:

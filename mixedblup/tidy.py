@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import DataError, preview
+from .design import kept_rows
+from .errors import DataError
 
 if TYPE_CHECKING:
     from .results import MixedModelResults
@@ -169,13 +170,7 @@ def augment(res: MixedModelResults, data: pd.DataFrame | None = None) -> pd.Data
     if data is not None:
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
-        missing = index[~index.isin(data.index)]
-        if len(missing):
-            raise DataError(
-                f"data lacks {len(missing)} row(s) the model was fitted to ({preview(list(missing))}); pass "
-                "the DataFrame given to fit()"
-            )
-        frame = data.loc[index].copy()
+        frame = kept_rows(data, design).copy()
     elif res._frame is not None:
         frame = res._frame.copy()
     else:

@@ -301,6 +301,14 @@ def test_A15_duplicate_columns_error_non_unique_index_reported(df):
     assert list(res.dropped_rows) == ["r1", "r2"]
     assert len(res.fitted) == len(df) - 2
     assert_same_fit(res, fit("y ~ x + (1|g)", df.drop(df.index[[0, 3]])))
+    # rows are identified by position: repeated labels neither duplicate nor mix up rows
+    for aug in (res.augment(), res.augment(dup.assign(extra=np.arange(len(dup))))):
+        assert list(aug.index) == list(res.fitted.index)
+        np.testing.assert_allclose(aug["y"], dup["y"].dropna())
+        np.testing.assert_allclose(aug[".fitted"] + aug[".resid"], aug["y"])
+    np.testing.assert_array_equal(aug["extra"], np.delete(np.arange(len(dup)), [0, 3]))
+    with pytest.raises(mb.DataError, match=r"row labels repeat.*reset_index"):
+        res.augment(dup.iloc[::-1])
 
 
 def test_A16_special_column_names_backticks_and_q(df):
