@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import mme
 from .errors import DataError, EstimationError
 
 if TYPE_CHECKING:
@@ -397,7 +398,7 @@ def save(res: MixedModelResults, path: str | Path) -> Path:
         "sigmas": _jsonable([np.asarray(s, dtype=float) for s in res._sigmas]),
         "residual": _jsonable(res._residual),
         "minus_two_loglik": _jsonable(res._minus_two_ll),
-        "n_cov_params": int(res.npar - res._cp.p),
+        "n_cov_params": int(res.npar - res._cp.p - len(mme.fixed_level_equations(res._cp))),
         "covariance_kinds": list(res.terms["covariance"]),
         "terms": terms,
         "index": meta_index,

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from .design import Design
 from .errors import EstimationError
-from .mme import CrossProducts, Solution
+from .mme import CrossProducts, Solution, fixed_level_equations
 from .variances import RESIDUAL
 
 __all__ = ["MMEView", "MixedModelResults", "random_effect_labels"]
@@ -185,8 +185,8 @@ class MixedModelResults:
         information, rows and columns labelled ``(group, term1, term2)`` like
         ``variance_components``); ``None`` when the variances were given.
     npar : int
-        Number of parameters counted by AIC and BIC (fixed effects plus covariance
-        parameters including the residual variance).
+        Number of parameters counted by AIC and BIC: fixed effects (genetic groups fitted as
+        fixed included) plus covariance parameters (the residual variance included).
     solver_info : SolverInfo or None
         How the equations were solved when ``fit(..., solver="pcg")`` iterated
         (:class:`~mixedblup.iterative.SolverInfo`: iterations, achieved accuracy,
@@ -840,7 +840,7 @@ def build_results(
     Zu = design.Z @ solution.u if design.terms else np.zeros(design.n)
     fitted = pd.Series(Xb + Zu, index=design.index, name="fitted")
     resid = pd.Series(design.y - fitted.to_numpy(), index=design.index, name="residuals")
-    npar = p + n_cov_params
+    npar = p + len(fixed_level_equations(cp)) + n_cov_params  # fixed genetic groups are fixed effects
     loglik = -0.5 * minus_two_ll
     info = pd.DataFrame(
         {"columns": [t.columns for t in design.terms],

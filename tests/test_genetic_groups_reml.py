@@ -118,6 +118,9 @@ def test_estimates_equal_explicit_group_model(model, method):
     vc = res.variance_components.set_index("group")["estimate"]
     np.testing.assert_allclose([vc["id"], vc["Residual"]], [sa, se], rtol=2e-5)
     assert -2 * res.loglik == pytest.approx(best, abs=1e-7 * abs(best))
+    # AIC/BIC count the groups as the fixed effects they are: x, 3 groups, sigma_a^2, sigma_e^2
+    assert res.npar == F.shape[1] + 2 == 6
+    assert res.aic == pytest.approx(best + 2 * 6, abs=1e-7 * abs(best))
     # solutions: group effects are the GLS estimates, a* = Q g + a_hat
     _, beta = _dense_m2ll(y, F, ZAZ, vc["id"], vc["Residual"], reml)
     blup = res.random_effects("id").set_index("level")["estimate"]
