@@ -743,9 +743,7 @@ class _Criterion:
         value = float(dof * np.log(2 * np.pi * s2) + logdet + sol.logdet_K - cp.log_w + sol.pwrss / s2)
         if not want_vcov:
             return value, None
-        from .inference import _c11
-
-        return value, _c11(sol.factor, cp.p) * s2
+        return value, sol.factor.inverse_block(np.arange(cp.p)) * s2
 
 
 def _start_s2(crit: _Criterion, x0: np.ndarray, s2: float, rounds: int = 6) -> float:

@@ -151,6 +151,8 @@ class Factor:
         """The symmetric block ``C^-1[idx][:, idx]`` (e.g. ``C^11``, the fixed effects'
         ``var(beta_hat) / sigma_e^2``); generic version: one solve per column."""
         idx = np.asarray(idx, dtype=np.int64)
+        if not len(idx):
+            return np.zeros((0, 0))
         out = np.asarray(self.solve(_units(self.n, idx)))[idx]
         return (out + out.T) / 2
 
@@ -537,6 +539,8 @@ class SparseLDLFactor(Factor):
         """``C^-1[idx][:, idx]`` by forward substitutions along the elimination tree
         (:meth:`mixedblup.selinv.LDLFactor.inverse_block`); solves when that is too large."""
         idx = np.asarray(idx, dtype=np.int64)
+        if not len(idx):
+            return np.zeros((0, 0))
         G = self._f.inverse_block(idx)
         return super().inverse_block(idx) if G is None else G
 

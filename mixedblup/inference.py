@@ -178,16 +178,6 @@ def _parameter_names(design: Design) -> tuple[list[str], np.ndarray]:
     return names, np.array(groups)
 
 
-def _c11(factor: Any, p: int) -> np.ndarray:
-    """The fixed-effect block of ``C^-1`` by ``p`` solves (no full inverse)."""
-    if not p:
-        return np.zeros((0, 0))
-    units = np.zeros((factor.n, p))
-    units[np.arange(p), np.arange(p)] = 1.0
-    c11 = np.asarray(factor.solve(units))[:p]
-    return (c11 + c11.T) / 2
-
-
 def deviance_and_vcov(cp: CrossProducts, design: Design, x: np.ndarray, reml: bool,
                       backend: str = "auto") -> tuple[float, np.ndarray]:
     """``-2 log L`` and ``var(beta_hat)`` at ``x = (theta, sigma)`` (not profiled)."""
@@ -197,7 +187,7 @@ def deviance_and_vcov(cp: CrossProducts, design: Design, x: np.ndarray, reml: bo
     theta, sigma = x[:-1], float(x[-1])
     sol = solve_mme(cp, tmap.lambdas(theta), backend)
     p = cp.p
-    c11 = _c11(sol.factor, p)
+    c11 = sol.factor.inverse_block(np.arange(p))
     schur = None
     if not reml:
         schur = -float(np.linalg.slogdet(c11)[1]) if p else 0.0
@@ -220,7 +210,7 @@ def _theta_parts(cp: CrossProducts, design: Design, theta: np.ndarray, reml: boo
     lambdas = ThetaMap.for_design(design).lambdas(theta)
     sol = solve_mme(cp, lambdas, backend)
     dof, logdet = _criterion_logdet(cp, sol, lambdas, reml)
-    c11 = _c11(sol.factor, cp.p) if want_c11 else None
+    c11 = sol.factor.inverse_block(np.arange(cp.p)) if want_c11 else None
     return dof, float(logdet + sol.logdet_K), float(sol.pwrss), c11
 
 

@@ -772,7 +772,7 @@ def build_results(
     factor = solution.factor
     n_eq = factor.n
     # var(beta_hat) = C11 (relative form: times sigma_e^2)
-    c11 = _c11(factor, p) * residual
+    c11 = factor.inverse_block(np.arange(p)) * residual
     fixed_names = [n for n, k in zip(design.fixed_names, design.fixed_kept) if k]
     # fixed_effects (Satterthwaite df), the variance-component SEs and their covariance are
     # computed on first access (MixedModelResults._compute_*), from one Hessian
@@ -864,19 +864,6 @@ def build_results(
         _backend=backend,
         _fixed_terms=tuple(fixed_terms) if fixed_terms is not None else tuple(_terms_of(design)),
     )
-
-
-def _c11(factor: Any, p: int) -> np.ndarray:
-    """``C^-1[:p, :p]``: ``Factor.inverse_block`` (``p`` solves; forward substitutions
-    along the elimination tree only with the sparse ``L D L'``)."""
-    if not p:
-        return np.zeros((0, 0))
-    if hasattr(factor, "inverse_block"):
-        return np.asarray(factor.inverse_block(np.arange(p)))
-    units = np.zeros((factor.n, p))
-    units[np.arange(p), np.arange(p)] = 1.0
-    c11 = np.asarray(factor.solve(units))[:p]
-    return (c11 + c11.T) / 2
 
 
 def _model_frame(data: pd.DataFrame | None, design: Design, formula: str) -> pd.DataFrame | None:
