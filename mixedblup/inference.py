@@ -35,7 +35,7 @@ from scipy import optimize, stats
 
 from .design import Design
 from .errors import EstimationError, MixedBlupError
-from .mme import CrossProducts, minus_two_loglik, solve_mme
+from .mme import CrossProducts, solve_mme
 
 if TYPE_CHECKING:
     from .results import MixedModelResults
@@ -47,7 +47,6 @@ __all__ = [
     "anova",
     "components_jacobian",
     "contrast_test",
-    "deviance_and_vcov",
     "fixed_effects_table",
     "profile",
     "profile_confint",
@@ -176,23 +175,6 @@ def _parameter_names(design: Design) -> tuple[list[str], np.ndarray]:
     names.append("sigma")
     groups.append(-1)
     return names, np.array(groups)
-
-
-def deviance_and_vcov(cp: CrossProducts, design: Design, x: np.ndarray, reml: bool,
-                      backend: str = "auto") -> tuple[float, np.ndarray]:
-    """``-2 log L`` and ``var(beta_hat)`` at ``x = (theta, sigma)`` (not profiled)."""
-    from .estimate import ThetaMap
-
-    tmap = ThetaMap.for_design(design)
-    theta, sigma = x[:-1], float(x[-1])
-    sol = solve_mme(cp, tmap.lambdas(theta), backend)
-    p = cp.p
-    c11 = sol.factor.inverse_block(np.arange(p))
-    schur = None
-    if not reml:
-        schur = -float(np.linalg.slogdet(c11)[1]) if p else 0.0
-    dev = minus_two_loglik(cp, sol, sigma ** 2, reml, schur)
-    return dev, c11 * sigma ** 2
 
 
 def _theta_parts(cp: CrossProducts, design: Design, theta: np.ndarray, reml: bool, backend: str,
