@@ -179,23 +179,22 @@ def ldl_numeric(n, n1, Up, Ui, Ux, Lp, parent):
     columns with many rows in it is done in groups by matrix products
     (:func:`_schur_update`).  Returns ``(Li, Lx, D, S, ok)``.
     """
-    Li, Lx, D, S, ok = _ldl_numeric_kernel(n, n1, Up, Ui, Ux, Lp, parent, False)
+    Li, Lx, D, S, ok = _ldl_numeric_kernel(n, n1, Up, Ui, Ux, Lp, parent)
     if ok and 0 < n1 < n:
         _schur_update(n, n1, Lp, Li, Lx, D, S)
     return Li, Lx, D, S, ok
 
 
 @jit
-def _ldl_numeric_kernel(n, n1, Up, Ui, Ux, Lp, parent, update):
-    """Up-looking ``L D L'`` of the first ``n1`` columns, and the dense Schur complement.
+def _ldl_numeric_kernel(n, n1, Up, Ui, Ux, Lp, parent):
+    """Up-looking ``L D L'`` of the first ``n1`` columns, and the trailing block ``A22``.
 
     The matrix is given by its upper triangle (CSC, sorted rows): ``Up, Ui, Ux``.
     Columns ``j < n1`` of ``L`` (all their rows, rows sorted) and ``D[:n1]`` are computed
     by sparse up-looking elimination; the trailing ``s = n - n1`` equations, where the
-    factor is (nearly) dense, are returned as the dense Schur complement
-    ``S = A22 - L21 D1 L21'`` for a LAPACK Cholesky.  Returns ``(Li, Lx, D, S, ok)``;
-    ``ok`` is False when a pivot is not positive.  With ``update`` False, ``S`` is
-    ``A22`` (both triangles) and the caller subtracts ``L21 D1 L21'``.
+    factor is (nearly) dense, are returned as ``S = A22`` (both triangles), from which
+    :func:`ldl_numeric` makes the Schur complement ``A22 - L21 D1 L21'`` for a LAPACK
+    Cholesky.  Returns ``(Li, Lx, D, S, ok)``; ``ok`` is False when a pivot is not positive.
     """
     nnz = Lp[n1]
     s = n - n1
@@ -256,23 +255,6 @@ def _ldl_numeric_kernel(n, n1, Up, Ui, Ux, Lp, parent, update):
                 D[k] = diag
                 return Li, Lx, D, S, False
             D[k] = diag
-    if n1 == n or not update:
-        return Li, Lx, D, S, True
-    # S -= L21 D1 L21': the upper triangle only, row by row (rows of a column's dense part
-    # are ascending, so each update runs along one row of the C-ordered S: writing both
-    # triangles made every second write a cache miss), then mirrored to the lower one
-    for j in range(n1):
-        q0 = Lp[j] + Lnz1[j]
-        q1 = Lp[j] + Lnz[j]
-        dj = D[j]
-        for qa in range(q0, q1):
-            a = Li[qa] - n1
-            la = Lx[qa] * dj
-            for qb in range(qa, q1):
-                S[a, Li[qb] - n1] -= la * Lx[qb]
-    for a in range(s):
-        for b in range(a + 1, s):
-            S[b, a] = S[a, b]
     return Li, Lx, D, S, True
 
 
@@ -323,16 +305,23 @@ def _schur_update(n, n1, Lp, Li, Lx, D, S, min_d: int | None = None, grow: float
     min_d = GROUP_MIN_DENSE if min_d is None else min_d
     fd = _dense_start(n1, Lp, Li)
     _small_schur_update(n1, Lp, Li, Lx, D, fd, min_d, S)
-    cols, gp, Rp, Ri = _dense_groups(n, n1, Lp, Li, fd, min_d, grow)
-    loc = np.empty(n - n1, dtype=np.int64)
     with blas_threads(1):
-        for g in range(len(gp) - 1):
-            R = Ri[Rp[g]: Rp[g + 1]]
-            J = cols[gp[g]: gp[g + 1]]
-            Lg = _group_block(R, J, Lp, Li, Lx, fd, n1, loc)
+        for R, J, Lg, _loc in _dense_group_blocks(n, n1, Lp, Li, Lx, fd, min_d, grow):
             X = np.ascontiguousarray((Lg * D[J]) @ Lg.T)
             _scatter_sub_upper(S, R, X)
     _mirror_upper(S)
+
+
+def _dense_group_blocks(n, n1, Lp, Li, Lx, fd, min_d, grow):
+    """For every group of :func:`_dense_groups`: its dense rows ``R`` (into the tail), its
+    columns ``J``, the block ``L[R, J]`` (dense) and ``loc`` (tail row -> row of the block;
+    valid until the next group)."""
+    cols, gp, Rp, Ri = _dense_groups(n, n1, Lp, Li, fd, min_d, grow)
+    loc = np.empty(n - n1, dtype=np.int64)
+    for g in range(len(gp) - 1):
+        R = Ri[Rp[g]: Rp[g + 1]]
+        J = cols[gp[g]: gp[g + 1]]
+        yield R, J, _group_block(R, J, Lp, Li, Lx, fd, n1, loc), loc
 
 
 @jit
@@ -616,13 +605,8 @@ def _dense_products(n, n1, Lp, Li, Lx, Z22, min_d: int = GROUP_MIN_DENSE, grow: 
     Z22 = _c_order(Z22)
     fd = _dense_start(n1, Lp, Li)
     _small_dense_products(n1, Lp, Li, Lx, fd, Z22, min_d, P)
-    cols, gp, Rp, Ri = _dense_groups(n, n1, Lp, Li, fd, min_d, grow)
-    loc = np.empty(n - n1, dtype=np.int64)
     with blas_threads(1):
-        for g in range(len(gp) - 1):
-            R = Ri[Rp[g]: Rp[g + 1]]
-            J = cols[gp[g]: gp[g + 1]]
-            Lg = _group_block(R, J, Lp, Li, Lx, fd, n1, loc)
+        for R, J, Lg, loc in _dense_group_blocks(n, n1, Lp, Li, Lx, fd, min_d, grow):
             Pg = np.ascontiguousarray(Z22[np.ix_(R, R)] @ Lg)
             _group_scatter(Pg, J, Lp, Li, fd, n1, loc, P)
     return P
