@@ -36,7 +36,7 @@ from .formula import FormulaSpec, RandomTerm, formula_context
 from .labels import normalize_labels
 
 __all__ = ["Design", "ResidualGroups", "TermDesign", "build_design", "term_names", "group_labels", "NA_ACTIONS",
-           "MEMORY_LIMIT", "estimate_memory"]
+           "MEMORY_LIMIT", "estimate_memory", "kept_rows"]
 
 #: What to do with rows that have missing values in model columns.
 NA_ACTIONS = ("drop", "raise")
