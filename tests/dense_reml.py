@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import scipy.linalg as sla
 from scipy import optimize
 
@@ -103,3 +104,19 @@ def dense_satterthwaite(H: np.ndarray, C: np.ndarray, dC: np.ndarray, L: np.ndar
         g = np.einsum("i,kij,j->k", l, dC, l)
         out.append(2 * (l @ C @ l) ** 2 / (g @ A @ g))
     return np.array(out)
+
+
+def incidence(codes: pd.Series) -> np.ndarray:
+    """Dense 0/1 incidence matrix of ``codes`` on their sorted levels."""
+    levels = sorted(codes.unique())
+    return (codes.to_numpy()[:, None] == np.array(levels)[None, :]).astype(float)
+
+
+def sleepstudy_slopes(sleep: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """``y``, ``X`` and the covariance pieces of ``Reaction ~ Days + (Days|Subject)``: ``Z1 Z1'``
+    (intercepts), ``Z2 Z2'`` (slopes) and ``Z1 Z2' + Z2 Z1'`` (their covariance)."""
+    y = sleep["Reaction"].to_numpy(float)
+    X = np.column_stack([np.ones(len(y)), sleep["Days"].to_numpy(float)])
+    Z1 = incidence(sleep["Subject"].astype(str))
+    Z2 = Z1 * sleep["Days"].to_numpy(float)[:, None]
+    return y, X, [Z1 @ Z1.T, Z2 @ Z2.T, Z1 @ Z2.T + Z2 @ Z1.T]

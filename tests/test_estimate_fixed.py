@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from dense_reml import dense_criterion, dense_fit
+from dense_reml import dense_criterion, dense_fit, incidence, sleepstudy_slopes
 
 import mixedblup as mb
 from mixedblup.errors import CovarianceError
@@ -28,11 +28,6 @@ def _simulate(seed: int = 11) -> pd.DataFrame:
     return pd.DataFrame({"y": y, "x": x, "a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b]})
 
 
-def _incidence(codes: pd.Series) -> np.ndarray:
-    levels = sorted(codes.unique())
-    return (codes.to_numpy()[:, None] == np.array(levels)[None, :]).astype(float)
-
-
 def m2ll(y, X, covs, variances, rdiag, reml) -> float:
     """-2 log L from V = sum_t s_t Z_t K_t Z_t' + diag(rdiag) (lme4's convention)."""
     V = np.diag(rdiag) + sum(s * K for s, K in zip(variances, covs))
@@ -48,7 +43,7 @@ def data() -> pd.DataFrame:
 def parts(data):
     y = data["y"].to_numpy()
     X = np.column_stack([np.ones(len(data)), data["x"].to_numpy()])
-    Za, Zb = _incidence(data["a"]), _incidence(data["b"])
+    Za, Zb = incidence(data["a"]), incidence(data["b"])
     return y, X, Za @ Za.T, Zb @ Zb.T
 
 
@@ -140,11 +135,7 @@ def test_pedigree_animal_model_with_held_residual():
 def test_correlated_term_with_held_residual():
     sleep = mb.datasets.load("sleepstudy")
     res = mb.fit("Reaction ~ Days + (Days|Subject)", sleep, fixed_variances={"residual": 700.0})
-    y = sleep["Reaction"].to_numpy(float)
-    X = np.column_stack([np.ones(len(y)), sleep["Days"].to_numpy(float)])
-    subj = _incidence(sleep["Subject"].astype(str))
-    Z1, Z2 = subj, subj * sleep["Days"].to_numpy(float)[:, None]
-    K11, K22, K12 = Z1 @ Z1.T, Z2 @ Z2.T, Z1 @ Z2.T + Z2 @ Z1.T
+    y, X, (K11, K22, K12) = sleepstudy_slopes(sleep)
 
     def crit(s11, s22, s12):
         return m2ll(y, X, [K11, K22, K12], [s11, s22, s12], np.full(len(y), 700.0), True)

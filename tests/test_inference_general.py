@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dense_reml import dense_fit, dense_information, dense_satterthwaite
+from dense_reml import dense_fit, dense_information, dense_satterthwaite, incidence, sleepstudy_slopes
 from scipy import stats
 
 import mixedblup as mb
@@ -28,11 +28,6 @@ HERE = Path(__file__).parent / "data" / "residual_groups"
 CLASSES = ["A", "B", "C"]
 #: Numerical (Richardson) against analytic derivatives.
 RTOL = 1e-5
-
-
-def _incidence(codes: pd.Series) -> np.ndarray:
-    levels = sorted(codes.unique())
-    return (codes.to_numpy()[:, None] == np.array(levels)[None, :]).astype(float)
 
 
 def _vc(res) -> pd.DataFrame:
@@ -54,7 +49,7 @@ def crossed() -> pd.DataFrame:
 def _crossed_parts(data):
     y = data["y"].to_numpy()
     X = np.column_stack([np.ones(len(y)), data["x"].to_numpy()])
-    Za, Zb = _incidence(data["a"]), _incidence(data["b"])
+    Za, Zb = incidence(data["a"]), incidence(data["b"])
     return y, X, Za @ Za.T, Zb @ Zb.T
 
 
@@ -148,11 +143,7 @@ def test_profile_keeps_held_components_at_their_values(crossed):
 def test_correlated_term_with_held_residual():
     sleep = mb.datasets.load("sleepstudy")
     res = mb.fit("Reaction ~ Days + (Days|Subject)", sleep, fixed_variances={"residual": 700.0})
-    y = sleep["Reaction"].to_numpy(float)
-    X = np.column_stack([np.ones(len(y)), sleep["Days"].to_numpy(float)])
-    subj = _incidence(sleep["Subject"].astype(str))
-    Z1, Z2 = subj, subj * sleep["Days"].to_numpy(float)[:, None]
-    Ks = [Z1 @ Z1.T, Z2 @ Z2.T, Z1 @ Z2.T + Z2 @ Z1.T]
+    y, X, Ks = sleepstudy_slopes(sleep)
     vc = _vc(res)
     keys = [("Subject", "(Intercept)", ""), ("Subject", "Days", ""), ("Subject", "(Intercept)", "Days")]
     v = vc.loc[keys, "estimate"].to_numpy()
@@ -173,7 +164,7 @@ def classes_data() -> pd.DataFrame:
 def _class_parts(data, weighted: bool):
     y = data["y"].to_numpy()
     X = np.column_stack([np.ones(len(y)), data["x"].to_numpy()])
-    Z = _incidence(data["a"].astype(str))
+    Z = incidence(data["a"].astype(str))
     G = pd.Index(CLASSES).get_indexer(data["g"])
     w = data["w"].to_numpy() if weighted else np.ones(len(y))
     R = [np.diag((G == g) / w) for g in range(len(CLASSES))]

@@ -14,6 +14,7 @@ import pytest
 
 import mixedblup as mb
 from mixedblup.io import _content_hash
+from tests.conftest import lactation_records, maternal_toy
 
 
 @pytest.fixture(scope="module")
@@ -344,13 +345,7 @@ def _maternal_fit():
 
 
 def _maternal_reml_fit():
-    rng = np.random.default_rng(11)
-    n = 60
-    ids = [f"a{i}" for i in range(n)]
-    sire = ["0" if i < 12 else f"a{2 * rng.integers(0, 6)}" for i in range(n)]
-    dam = ["0" if i < 12 else f"a{2 * rng.integers(0, 6) + 1}" for i in range(n)]
-    ped = mb.Pedigree.from_frame(pd.DataFrame({"id": ids, "sire": sire, "dam": dam}), id="id", sire="sire", dam="dam")
-    data = pd.DataFrame({"animal": ids[12:], "dam": dam[12:], "y": rng.normal(size=n - 12) + 3})
+    ped, data = maternal_toy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mb.SingularFitWarning)
         fit = mb.fit("y ~ 1 + (1|animal) + (1|dam)", data, cov={("animal", "dam"): ped})
@@ -370,13 +365,7 @@ def _social_fit():
 
 
 def _random_regression_fit():
-    rng = np.random.default_rng(1)
-    n_an, n_rec = 12, 5
-    dim = np.tile(np.linspace(5, 305, n_rec), n_an)
-    animal = np.repeat([f"a{i}" for i in range(n_an)], n_rec)
-    a, c = rng.normal(size=n_an), rng.normal(size=n_an)
-    y = 20 + a.repeat(n_rec) + c.repeat(n_rec) * (dim - 155) / 150 + rng.normal(size=len(dim))
-    data = pd.DataFrame({"y": y, "dim": dim, "animal": animal})
+    data = lactation_records(12, 5)
     return mb.fit("y ~ 0 + leg(dim, 1) + (0 + leg(dim, 1) | animal)", data, checks={"nobs_vs_nre": "ignore"}), data
 
 

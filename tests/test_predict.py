@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mixedblup as mb
+from tests.conftest import maternal_toy
 
 
 @pytest.fixture(scope="module")
@@ -128,21 +129,8 @@ def test_prediction_follows_row_order(sleep, res, perm):
     pd.testing.assert_series_equal(res.predict(new), res.predict(data).loc[new.index], rtol=1e-12)
 
 
-def _maternal_case():
-    rng = np.random.default_rng(11)
-    n = 60
-    ids = [f"a{i}" for i in range(n)]
-    sire = ["0" if i < 12 else f"a{2 * rng.integers(0, 6)}" for i in range(n)]
-    dam = ["0" if i < 12 else f"a{2 * rng.integers(0, 6) + 1}" for i in range(n)]
-    ped = mb.Pedigree.from_frame(pd.DataFrame({"id": ids, "sire": sire, "dam": dam}), id="id", sire="sire", dam="dam")
-    rec = np.arange(12, n)
-    data = pd.DataFrame({"animal": [ids[i] for i in rec], "dam": [dam[i] for i in rec],
-                         "pen": [f"p{i // 4}" for i in range(len(rec))], "y": rng.normal(size=len(rec)) + 3})
-    return ped, data
-
-
 def test_predict_joint_and_social_terms_equals_fitted():
-    ped, data = _maternal_case()
+    ped, data = maternal_toy()
     G0 = np.array([[0.6, -0.1], [-0.1, 0.3]])
     maternal = mb.fit("y ~ 1 + (1|animal) + (1|dam)", data, cov={("animal", "dam"): ped},
                       variances={("animal", "dam"): G0, "residual": 1.0})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import mixedblup as mb
 from mixedblup.legendre import legendre_basis
 from mixedblup.random_regression import basis, covariance_function, curves, variance_curve
+from tests.conftest import lactation_records
 
 
 def test_legendre_basis_is_orthonormal_on_minus_one_one():
@@ -20,13 +20,7 @@ def test_legendre_basis_is_orthonormal_on_minus_one_one():
 
 @pytest.fixture(scope="module")
 def test_day():
-    rng = np.random.default_rng(1)
-    n_an, n_rec = 40, 10
-    dim = np.tile(np.linspace(5, 305, n_rec), n_an)
-    animal = np.repeat([f"a{i}" for i in range(n_an)], n_rec)
-    a, c = rng.normal(size=n_an), rng.normal(size=n_an)
-    y = 20 + a.repeat(n_rec) + c.repeat(n_rec) * (dim - 155) / 150 + rng.normal(size=len(dim))
-    data = pd.DataFrame({"y": y, "dim": dim, "animal": animal})
+    data = lactation_records(40, 10)
     return data, mb.fit("y ~ 0 + leg(dim, 1) + (0 + leg(dim, 1) | animal)", data,
                         checks={"nobs_vs_nre": "ignore"})
 

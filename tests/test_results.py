@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import mixedblup as mb
-from tests.conftest import lme4_reference
+from tests.conftest import lme4_reference, maternal_toy
 from tests.test_lme4_known_variances import CASES
 
 
@@ -121,13 +121,7 @@ def test_ebv_decomposition_needs_a_pedigree(animal, pigs):
 
 def test_summary_heritability_rows_for_a_joint_pedigree_term():
     """Direct-maternal (joint) term: one heritability row per column, share of every variance."""
-    rng = np.random.default_rng(11)
-    n = 40
-    ids = [f"a{i}" for i in range(n)]
-    sire = ["0" if i < 10 else f"a{2 * rng.integers(0, 5)}" for i in range(n)]
-    dam = ["0" if i < 10 else f"a{2 * rng.integers(0, 5) + 1}" for i in range(n)]
-    ped = mb.Pedigree.from_frame(pd.DataFrame({"id": ids, "sire": sire, "dam": dam}), id="id", sire="sire", dam="dam")
-    data = pd.DataFrame({"animal": ids[10:], "dam": dam[10:], "y": rng.normal(size=n - 10)})
+    ped, data = maternal_toy()
     res = mb.fit("y ~ 1 + (1|animal) + (1|dam)", data, cov={("animal", "dam"): ped},
                  variances={("animal", "dam"): np.array([[0.6, -0.1], [-0.1, 0.3]]), "residual": 1.0})
     h2 = res.summary().table("Heritability (share of the total variance)")
